@@ -1,0 +1,268 @@
+"""Queries and writes on the hot paths, in SQLAlchemy Core.
+
+Every function takes an open Connection; the caller owns the transaction, so a use
+case that writes several tables commits all of them or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias
+
+from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from parcelvault.adapters.db.tables import (
+    api_keys,
+    events,
+    sealed_fields,
+    shipments,
+    subjects,
+    tenants,
+    verification_failures,
+)
+
+IN_CHUNK = 500
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+
+def insert_ignoring_duplicates(connection: Connection, table: Table) -> Insert:
+    """INSERT that skips rows whose unique key exists (used where retries must be no-ops)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), IN_CHUNK):
+        yield values[start : start + IN_CHUNK]
+
+
+# --- tenants and keys ------------------------------------------------------------
+
+
+def tenant_by_name(connection: Connection, name: str) -> AnyRow | None:
+    return connection.execute(select(tenants).where(tenants.c.name == name)).first()
+
+
+def insert_tenant(connection: Connection, name: str, now: datetime) -> int:
+    result = connection.execute(tenants.insert().values(name=name, created_at=now))
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def insert_api_key(
+    connection: Connection,
+    *,
+    tenant_id: int,
+    key_hash: bytes,
+    prefix: str,
+    scopes: str,
+    now: datetime,
+) -> None:
+    connection.execute(
+        api_keys.insert().values(
+            tenant_id=tenant_id, key_hash=key_hash, prefix=prefix, scopes=scopes, created_at=now
+        )
+    )
+
+
+_KEY_LOOKUP = (
+    select(api_keys.c.tenant_id, api_keys.c.scopes, tenants.c.name)
+    .join(tenants, tenants.c.id == api_keys.c.tenant_id)
+    .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+)
+
+
+def api_key_owner(connection: Connection, key_hash: bytes) -> AnyRow | None:
+    return connection.execute(_KEY_LOOKUP, {"key_hash": key_hash}).first()
+
+
+def list_tenants(connection: Connection) -> Sequence[AnyRow]:
+    counts = (
+        select(shipments.c.tenant_id, func.count().label("shipments"))
+        .group_by(shipments.c.tenant_id)
+        .subquery()
+    )
+    query = (
+        select(tenants.c.name, tenants.c.created_at, func.coalesce(counts.c.shipments, 0))
+        .outerjoin(counts, counts.c.tenant_id == tenants.c.id)
+        .order_by(tenants.c.name)
+    )
+    return connection.execute(query).all()
+
+
+# --- subjects -------------------------------------------------------------------
+
+
+def wrapped_keys(connection: Connection, subject_ids: Iterable[str]) -> dict[str, bytes | None]:
+    ids = sorted(set(subject_ids))
+    found: dict[str, bytes | None] = {}
+    for chunk in _chunks(ids):
+        query = select(subjects.c.id, subjects.c.wrapped_key).where(subjects.c.id.in_(chunk))
+        found.update({row.id: row.wrapped_key for row in connection.execute(query)})
+    return found
+
+
+def insert_subjects(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        connection.execute(insert_ignoring_duplicates(connection, subjects), rows)
+
+
+def rekey_subject(connection: Connection, subject_id: str, wrapped_key: bytes) -> None:
+    connection.execute(
+        update(subjects)
+        .where(subjects.c.id == subject_id)
+        .values(wrapped_key=wrapped_key, erased_at=None)
+    )
+
+
+# --- shipments ------------------------------------------------------------------
+
+
+def existing_tracking_numbers(
+    connection: Connection, tenant_id: int, numbers: Iterable[str]
+) -> set[str]:
+    wanted = sorted(set(numbers))
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        query = select(shipments.c.tracking_number).where(
+            shipments.c.tenant_id == tenant_id, shipments.c.tracking_number.in_(chunk)
+        )
+        found.update(connection.execute(query).scalars())
+    return found
+
+
+def insert_shipments(
+    connection: Connection, shipment_rows: list[dict[str, Any]], sealed_rows: list[dict[str, Any]]
+) -> None:
+    if shipment_rows:
+        connection.execute(shipments.insert(), shipment_rows)
+    if sealed_rows:
+        connection.execute(insert_ignoring_duplicates(connection, sealed_fields), sealed_rows)
+
+
+def shipments_by_number(
+    connection: Connection, tenant_id: int, numbers: Iterable[str]
+) -> dict[str, AnyRow]:
+    wanted = sorted(set(numbers))
+    found: dict[str, AnyRow] = {}
+    for chunk in _chunks(wanted):
+        query = select(
+            shipments.c.id,
+            shipments.c.tracking_number,
+            shipments.c.subject_id,
+            shipments.c.status_at,
+            shipments.c.status_arrival,
+        ).where(shipments.c.tenant_id == tenant_id, shipments.c.tracking_number.in_(chunk))
+        found.update({row.tracking_number: row for row in connection.execute(query)})
+    return found
+
+
+_BY_NUMBER = (
+    select(shipments, subjects.c.wrapped_key, tenants.c.name.label("tenant_name"))
+    .join(subjects, subjects.c.id == shipments.c.subject_id)
+    .join(tenants, tenants.c.id == shipments.c.tenant_id)
+    .where(shipments.c.tracking_number == bindparam("tn"))
+    .limit(2)
+)
+
+
+def shipments_for_tracking(connection: Connection, tracking_number: str) -> Sequence[AnyRow]:
+    """At most two shipments with this number (two means tenants share it)."""
+    return connection.execute(_BY_NUMBER, {"tn": tracking_number}).all()
+
+
+_EVENTS_OF = (
+    select(events)
+    .where(events.c.shipment_id == bindparam("sid"))
+    .order_by(events.c.occurred_at.desc(), events.c.arrival.desc())
+)
+
+
+def events_of(connection: Connection, shipment_id: str) -> Sequence[AnyRow]:
+    return connection.execute(_EVENTS_OF, {"sid": shipment_id}).all()
+
+
+def sealed_values(
+    connection: Connection, record_ids: Sequence[str], fields: Iterable[str]
+) -> Sequence[AnyRow]:
+    names = sorted(fields)
+    if not record_ids or not names:
+        return []
+    query = select(sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value).where(
+        sealed_fields.c.record_id.in_(record_ids), sealed_fields.c.field.in_(names)
+    )
+    return connection.execute(query).all()
+
+
+# --- events ---------------------------------------------------------------------
+
+
+def existing_event_ids(
+    connection: Connection, tenant_id: int, event_ids: Iterable[str]
+) -> set[str]:
+    wanted = sorted(set(event_ids))
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        query = select(events.c.event_id).where(
+            events.c.tenant_id == tenant_id, events.c.event_id.in_(chunk)
+        )
+        found.update(connection.execute(query).scalars())
+    return found
+
+
+_ADVANCE_STATUS = (
+    update(shipments)
+    .where(
+        shipments.c.id == bindparam("sid"),
+        or_(
+            shipments.c.status_at.is_(None),
+            shipments.c.status_at < bindparam("at"),
+            and_(
+                shipments.c.status_at == bindparam("at"),
+                shipments.c.status_arrival <= bindparam("arrival"),
+            ),
+        ),
+    )
+    .values(
+        status=bindparam("status"), status_at=bindparam("at"), status_arrival=bindparam("arrival")
+    )
+)
+
+
+def insert_events(
+    connection: Connection,
+    event_rows: list[dict[str, Any]],
+    sealed_rows: list[dict[str, Any]],
+    status_updates: list[dict[str, Any]],
+) -> None:
+    """Insert events (skipping ids already stored) and move each shipment's current
+    status forward only if the new event is later than the one it has; the condition is
+    in the UPDATE itself, so concurrent writers cannot move a status backwards."""
+    if event_rows:
+        connection.execute(insert_ignoring_duplicates(connection, events), event_rows)
+    if sealed_rows:
+        connection.execute(insert_ignoring_duplicates(connection, sealed_fields), sealed_rows)
+    if status_updates:
+        connection.execute(_ADVANCE_STATUS, status_updates)
+
+
+# --- recipient verification -------------------------------------------------------
+
+
+def recent_failures(connection: Connection, shipment_id: str, since: datetime) -> list[datetime]:
+    query = (
+        select(verification_failures.c.at)
+        .where(
+            verification_failures.c.shipment_id == shipment_id, verification_failures.c.at > since
+        )
+        .order_by(verification_failures.c.at)
+    )
+    return list(connection.execute(query).scalars())
+
+
+def record_failure(connection: Connection, shipment_id: str, at: datetime) -> None:
+    connection.execute(verification_failures.insert().values(shipment_id=shipment_id, at=at))

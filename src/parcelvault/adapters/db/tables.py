@@ -1,0 +1,152 @@
+"""Table definitions (SQLAlchemy Core). Personal values live only in `sealed_fields`,
+as AES-GCM ciphertexts; every other column holds data that is not personal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on every database (SQLite keeps
+    no offset, so values are normalized to UTC before they are stored)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
+    Column("key_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("prefix", String(12), nullable=False),
+    Column("scopes", String(200), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("wrapped_key", LargeBinary, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("erased_at", UtcDateTime(), nullable=True),
+)
+
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
+    Column("tracking_number", String(40), nullable=False),
+    Column("issued", Boolean, nullable=False),
+    Column("subject_id", String(64), ForeignKey("subjects.id"), nullable=False),
+    Column("postcode_digest", LargeBinary(32), nullable=False),
+    Column("reference", String(100), nullable=True),
+    Column("service", String(64), nullable=True),
+    Column("origin_country", String(2), nullable=False),
+    Column("origin_region", String(100), nullable=True),
+    Column("origin_city", String(100), nullable=False),
+    Column("dest_country", String(2), nullable=False),
+    Column("dest_region", String(100), nullable=True),
+    Column("dest_city", String(100), nullable=False),
+    Column("promised_date", Date, nullable=True),
+    Column("status", String(24), nullable=False),
+    Column("status_at", UtcDateTime(), nullable=True),
+    Column("status_arrival", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("tenant_id", "tracking_number"),
+    Index(None, "tracking_number"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
+    Column("event_id", String(100), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("utc_offset_min", SmallInteger, nullable=False),
+    Column("arrival", BigInteger, nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("reason", String(24), nullable=True),
+    Column("description", String(500), nullable=True),
+    Column("loc_country", String(2), nullable=True),
+    Column("loc_region", String(100), nullable=True),
+    Column("loc_city", String(100), nullable=True),
+    Column("loc_facility", String(64), nullable=True),
+    Column("has_proof", Boolean, nullable=False),
+    UniqueConstraint("tenant_id", "event_id"),
+    Index(None, "shipment_id", "occurred_at"),
+)
+
+sealed_fields = Table(
+    "sealed_fields",
+    metadata,
+    Column("record_id", String(32), primary_key=True),
+    Column("field", String(40), primary_key=True),
+    Column("subject_id", String(64), ForeignKey("subjects.id"), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Index(None, "subject_id"),
+)
+
+verification_failures = Table(
+    "verification_failures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "shipment_id", "at"),
+)

@@ -1,0 +1,40 @@
+"""Field sealing with AES-256-GCM.
+
+Sealed value layout: ``0x01 || nonce (12 bytes) || ciphertext+tag``. The associated
+data binds a ciphertext to its data subject, record and field
+(``subject|record_id|field``), so a ciphertext copied into another row, field or
+subject fails to open instead of being shown as someone else's data.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+VERSION = b"\x01"
+NONCE_BYTES = 12
+
+
+class SealError(Exception):
+    """A sealed value did not open: wrong key, wrong place, or altered bytes."""
+
+
+def associated_data(subject_id: str, record_id: str, field: str) -> bytes:
+    return f"{subject_id}|{record_id}|{field}".encode()
+
+
+def seal(cipher: AESGCM, plaintext: str, ad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return VERSION + nonce + cipher.encrypt(nonce, plaintext.encode(), ad)
+
+
+def open_sealed(cipher: AESGCM, sealed: bytes, ad: bytes) -> str:
+    if sealed[:1] != VERSION or len(sealed) < 1 + NONCE_BYTES + 16:
+        raise SealError("unknown sealed-value format")
+    try:
+        plain = cipher.decrypt(sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], ad)
+    except InvalidTag as exc:
+        raise SealError("sealed value failed authentication") from exc
+    return plain.decode()

@@ -1,0 +1,206 @@
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from parcelvault.adapters.wire import BatchIn, EventIn, ShipmentIn
+from parcelvault.domain.errors import Unauthenticated
+from parcelvault.entrypoints.api import schemas
+from parcelvault.entrypoints.api.views_json import view_to_json
+from parcelvault.services import operations, tracking
+from parcelvault.services.tenants import Principal, authenticate
+from parcelvault.services.vault import Vault
+
+router = APIRouter(prefix="/api/v1")
+
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ProblemOut, "content": {"application/problem+json": {}}}
+    for code in (400, 401, 403, 404, 409, 413, 422, 429)
+}
+
+
+def vault_of(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+async def principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    scheme, _, key = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthenticated("missing bearer token")
+    return await run_in_threadpool(authenticate, vault=vault_of(request), key=key.strip())
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+PRIVATE = {"Cache-Control": "private, no-store", "Vary": "Cookie, Authorization"}
+
+
+@router.post(
+    "/shipments",
+    status_code=201,
+    response_model=schemas.TrackingOut,
+    responses=PROBLEMS,
+    summary="Create a shipment",
+)
+async def create_shipment(request: Request, caller: Caller, body: ShipmentIn) -> Response:
+    caller.require("shipments:write")
+    vault = vault_of(request)
+    view = await run_in_threadpool(
+        operations.create_shipment, vault=vault, principal=caller, shipment=body.to_domain()
+    )
+    location = f"/api/v1/shipments/{view.tracking_number}"
+    return json_response(view_to_json(view), 201, {**PRIVATE, "Location": location})
+
+
+@router.get(
+    "/shipments/{tracking_number}",
+    response_model=schemas.TrackingOut,
+    responses=PROBLEMS,
+    summary="Your own shipment, as the policy shows it to its merchant",
+)
+async def get_shipment(request: Request, caller: Caller, tracking_number: str) -> Response:
+    caller.require("shipments:read")
+    view = tracking.merchant_view(
+        vault=vault_of(request), tenant_id=caller.tenant_id, raw_number=tracking_number
+    )
+    return json_response(view_to_json(view), headers=PRIVATE)
+
+
+@router.post(
+    "/shipments/{tracking_number}/events",
+    response_model=schemas.IngestOut,
+    responses={**PROBLEMS, 200: {"description": "a replay of an event already stored"}},
+    status_code=201,
+    summary="Add one scan event",
+)
+async def post_event(
+    request: Request, caller: Caller, tracking_number: str, body: EventIn
+) -> Response:
+    caller.require("events:write")
+    result = await run_in_threadpool(
+        operations.ingest_events,
+        vault=vault_of(request),
+        principal=caller,
+        items=[(tracking_number, body.to_domain())],
+        single=True,
+    )
+    return json_response(
+        {"accepted": result.accepted, "duplicates": result.duplicates},
+        201 if result.accepted else 200,
+        PRIVATE,
+    )
+
+
+@router.post(
+    "/events/batch",
+    response_model=schemas.IngestOut,
+    responses=PROBLEMS,
+    summary="Add up to 1,000 scan events, all or nothing",
+)
+async def post_batch(request: Request, caller: Caller, body: BatchIn) -> Response:
+    caller.require("events:write")
+    items = [(item.tracking_number, item.to_domain()) for item in body.events]
+    result = await run_in_threadpool(
+        operations.ingest_events, vault=vault_of(request), principal=caller, items=items
+    )
+    return json_response(
+        {"accepted": result.accepted, "duplicates": result.duplicates}, headers=PRIVATE
+    )
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def tracking_response(view: tracking.TrackingView, if_none_match: str | None) -> Response:
+    body = orjson.dumps(view_to_json(view))
+    if view.tier != "public":
+        return Response(body, media_type="application/json", headers=PRIVATE)
+    etag = etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": "public, max-age=30", "Vary": "Cookie"}
+    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/track/{tracking_number}",
+    response_model=schemas.TrackingOut,
+    responses={**PROBLEMS, 304: {"description": "not modified (If-None-Match)"}},
+    summary="Track a parcel: the public view, or the recipient view after verification",
+)
+async def get_tracking(
+    request: Request,
+    tracking_number: str,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    view = tracking.track(
+        vault=vault_of(request),
+        raw_number=tracking_number,
+        cookies=request.cookies,
+        tenant=tenant,
+    )
+    return tracking_response(view, if_none_match)
+
+
+class PostcodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    postcode: Annotated[str, Field(min_length=1, max_length=16)]
+
+
+def set_recipient_cookie(
+    response: Response, request: Request, grant: tracking.RecipientPass, max_age: int
+) -> None:
+    response.set_cookie(
+        tracking.cookie_name(grant.shipment_id),
+        grant.token,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.post(
+    "/track/{tracking_number}/verify",
+    response_model=schemas.VerifiedOut,
+    responses=PROBLEMS,
+    summary="Prove you are the recipient with the destination postcode",
+)
+async def verify(
+    request: Request,
+    tracking_number: str,
+    body: Annotated[PostcodeIn, Body()],
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    vault = vault_of(request)
+    grant = await run_in_threadpool(
+        tracking.verify_postcode,
+        vault=vault,
+        raw_number=tracking_number,
+        postcode=body.postcode,
+        tenant=tenant,
+    )
+    response = json_response(
+        {"tier": "recipient", "expires_at": grant.expires_at.isoformat()}, headers=PRIVATE
+    )
+    set_recipient_cookie(response, request, grant, vault.settings.recipient_session_seconds)
+    return response

@@ -1,0 +1,159 @@
+"""The `parcelvault` command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from parcelvault.adapters.db import migrate
+from parcelvault.adapters.db.engine import make_engine
+from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
+from parcelvault.domain.errors import DomainError
+from parcelvault.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True, help="parcelvault: open about parcels, closed about people."
+)
+tenants_app = typer.Typer(
+    no_args_is_help=True, help="Tenants (shops, carriers) and their API keys."
+)
+app.add_typer(tenants_app, name="tenants")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def init(
+    exist_ok: Annotated[
+        bool, typer.Option("--exist-ok", help="keep existing keys instead of refusing")
+    ] = False,
+) -> None:
+    """Create the key folder (keys mode 0600) and the database schema."""
+    settings = Settings()
+    if key_folder_exists(settings.key_dir):
+        if not exist_ok:
+            raise fail(
+                f"keys already exist in {settings.key_dir}; refusing to overwrite them "
+                "(use --exist-ok to keep them and only migrate the database)"
+            )
+        out.print(f"keys: kept the existing keys in {settings.key_dir}")
+    else:
+        try:
+            written = create_key_folder(settings.key_dir)
+        except KeyFolderError as exc:
+            raise fail(str(exc)) from exc
+        out.print(f"keys: wrote {len(written)} keys to {settings.key_dir} (mode 0600)")
+        out.print("[yellow]Back this folder up apart from the database; see docs/operations.md.[/]")
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    out.print(f"database: schema at revision {migrate.current_revision(engine)}")
+
+
+@app.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    engine = make_engine(Settings().database_url)
+    migrate.upgrade(engine)
+    out.print(f"database: schema at revision {migrate.current_revision(engine)}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: PARCELVAULT_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default: PARCELVAULT_PORT")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+) -> None:
+    """Serve the API and the tracking pages."""
+    import uvicorn
+
+    settings = Settings()
+    _check_ready(settings)
+    uvicorn.run(
+        "parcelvault.entrypoints.api.app:factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        proxy_headers=settings.trust_forwarded_for,
+    )
+
+
+def _check_ready(settings: Settings) -> None:
+    if not key_folder_exists(settings.key_dir):
+        raise fail(f"no keys in {settings.key_dir}; run `parcelvault init` first")
+    engine = make_engine(settings.database_url)
+    if migrate.current_revision(engine) != migrate.head_revision(engine):
+        raise fail("the database schema is not up to date; run `parcelvault migrate`")
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: str,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="repeat for several; default: all of shipments:write, events:write, shipments:read"
+        ),
+    ] = None,
+) -> None:
+    """Create a tenant and print its first API key (shown once)."""
+    from parcelvault.services import tenants
+    from parcelvault.services.vault import build
+
+    vault = build(Settings())
+    try:
+        key = tenants.create_tenant(
+            vault=vault, name=name, scopes=tuple(scope) if scope else tenants.SCOPES
+        )
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    out.print(f"tenant {name} created. API key (shown once, store it now):")
+    print(key)
+
+
+@tenants_app.command("key")
+def tenants_key(
+    name: str,
+    scope: Annotated[list[str] | None, typer.Option(help="repeat for several")] = None,
+) -> None:
+    """Issue another API key for a tenant (shown once)."""
+    from parcelvault.services import tenants
+    from parcelvault.services.vault import build
+
+    vault = build(Settings())
+    try:
+        key = tenants.issue_key(
+            vault=vault, name=name, scopes=tuple(scope) if scope else tenants.SCOPES
+        )
+    except DomainError as exc:
+        raise fail(str(exc)) from exc
+    print(key)
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """List tenants with their shipment counts."""
+    from rich.table import Table
+
+    from parcelvault.adapters.db import store
+
+    engine = make_engine(Settings().database_url)
+    table = Table("tenant", "created", "shipments")
+    with engine.connect() as connection:
+        for name, created, count in store.list_tenants(connection):
+            table.add_row(name, created.date().isoformat(), str(count))
+    out.print(table)
+
+
+def main() -> None:
+    app()

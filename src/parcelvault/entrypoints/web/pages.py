@@ -1,0 +1,165 @@
+"""Server-rendered pages (Jinja2): they work without JavaScript and on a phone.
+
+The tracking page renders the same disclosed TrackingView as the API; the postcode
+form posts to /t/{tn}/verify, which sets the recipient cookie and redirects back.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import FastAPI, Form, Query, Request
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse, Response
+
+from parcelvault.domain import tracking_numbers
+from parcelvault.domain.errors import Locked, NotFound
+from parcelvault.entrypoints.api.routes import set_recipient_cookie, vault_of
+from parcelvault.entrypoints.api.views_json import nest
+from parcelvault.services import tracking
+
+WEB = Path(str(resources.files("parcelvault.entrypoints.web")))
+PAGE_HEADERS_PUBLIC = {"Cache-Control": "public, max-age=30", "Vary": "Cookie"}
+PAGE_HEADERS_PRIVATE = {"Cache-Control": "private, no-store", "Vary": "Cookie"}
+TIER_LABELS = {
+    "public": "Anyone with the number",
+    "recipient": "You, after proving it",
+    "merchant": "The shop that sent it",
+}
+EXPOSURE_LABELS = {
+    "full": "yes",
+    "masked": "partly (e.g. initials)",
+    "generalized": "roughly",
+    "hidden": "no",
+}
+
+
+def install(app: FastAPI) -> None:
+    templates = Jinja2Templates(directory=str(WEB / "templates"))
+    app.mount("/static", StaticFiles(directory=str(WEB / "static")), name="static")
+
+    def render(
+        request: Request,
+        name: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: object,
+    ) -> Response:
+        return templates.TemplateResponse(
+            request, name, context, status_code=status, headers=headers or PAGE_HEADERS_PRIVATE
+        )
+
+    def tracking_page(
+        request: Request,
+        view: tracking.TrackingView,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        tenant: str | None = None,
+    ) -> Response:
+        headers = (
+            PAGE_HEADERS_PUBLIC if view.tier == "public" and not error else PAGE_HEADERS_PRIVATE
+        )
+        return render(
+            request,
+            "track.html",
+            status,
+            headers,
+            view=view,
+            personal=nest(view.personal),
+            error=error,
+            tenant=tenant,
+            verify_action=f"/t/{quote(view.tracking_number)}/verify"
+            + (f"?tenant={quote(tenant)}" if tenant else ""),
+        )
+
+    def not_found_page(request: Request, number: str) -> Response:
+        return render(request, "not_found.html", 404, number=number[:60])
+
+    @app.get("/", include_in_schema=False)
+    async def home(request: Request) -> Response:
+        return render(request, "home.html", headers=PAGE_HEADERS_PUBLIC)
+
+    @app.get("/privacy", include_in_schema=False)
+    async def privacy(request: Request) -> Response:
+        return render(
+            request,
+            "privacy.html",
+            headers=PAGE_HEADERS_PUBLIC,
+            policy=vault_of(request).policy,
+            tier_labels=TIER_LABELS,
+            exposure_labels=EXPOSURE_LABELS,
+        )
+
+    @app.get("/t", include_in_schema=False)
+    async def find(request: Request, number: Annotated[str, Query(max_length=80)] = "") -> Response:
+        canonical = tracking_numbers.for_lookup(number)
+        if canonical is None:
+            return not_found_page(request, number)
+        return RedirectResponse(f"/t/{quote(canonical)}", status_code=303)
+
+    @app.get("/t/{tracking_number}", include_in_schema=False)
+    async def track_page(
+        request: Request,
+        tracking_number: str,
+        tenant: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Response:
+        try:
+            view = tracking.track(
+                vault=vault_of(request),
+                raw_number=tracking_number,
+                cookies=request.cookies,
+                tenant=tenant,
+            )
+        except NotFound:
+            return not_found_page(request, tracking_number)
+        return tracking_page(request, view, tenant=tenant)
+
+    @app.post("/t/{tracking_number}/verify", include_in_schema=False)
+    async def verify_form(
+        request: Request,
+        tracking_number: str,
+        postcode: Annotated[str, Form(max_length=16)] = "",
+        tenant: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> Response:
+        vault = vault_of(request)
+        try:
+            grant = await run_in_threadpool(
+                tracking.verify_postcode,
+                vault=vault,
+                raw_number=tracking_number,
+                postcode=postcode,
+                tenant=tenant,
+            )
+        except NotFound:
+            return not_found_page(request, tracking_number)
+        except (tracking.WrongPostcode, Locked) as exc:
+            view = tracking.track(
+                vault=vault, raw_number=tracking_number, cookies={}, tenant=tenant
+            )
+            if isinstance(exc, Locked):
+                minutes = max(1, round(exc.retry_after_seconds / 60))
+                message = f"Too many wrong postcodes. Try again in about {minutes} minute(s)."
+                response = tracking_page(request, view, status=429, error=message, tenant=tenant)
+                response.headers["Retry-After"] = str(exc.retry_after_seconds)
+                return response
+            message = (
+                "That postcode does not match this parcel. "
+                f"{exc.remaining_attempts} attempt(s) left before a pause."
+            )
+            return tracking_page(request, view, status=403, error=message, tenant=tenant)
+        target = f"/t/{quote(view_number(tracking_number))}" + (
+            f"?tenant={quote(tenant)}" if tenant else ""
+        )
+        response = RedirectResponse(target, status_code=303)
+        set_recipient_cookie(response, request, grant, vault.settings.recipient_session_seconds)
+        return response
+
+
+def view_number(raw: str) -> str:
+    return tracking_numbers.for_lookup(raw) or raw

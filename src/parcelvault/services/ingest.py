@@ -1,0 +1,332 @@
+"""Ingest pipeline: shipments and scan events in, sealed rows out.
+
+Each batch goes through two steps. `prepare_*` validates every item against the
+domain rules and the database (unknown numbers, duplicates), seals every personal
+value under its subject's data key and returns ready rows plus a list of problems;
+it writes nothing. `write_*` stores the ready rows in the caller's transaction. The
+HTTP batch endpoint refuses the whole batch if any item has a problem; the importer
+reports the bad lines and writes the rest. Replaying an accepted batch is a no-op:
+event ids are unique per tenant and rows are inserted with ON CONFLICT DO NOTHING.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection
+
+from parcelvault.adapters.db import store
+from parcelvault.crypto import keyed_hash
+from parcelvault.crypto.keyring import Keyring
+from parcelvault.crypto.sealing import associated_data, seal
+from parcelvault.domain import tracking_numbers
+from parcelvault.domain.errors import FieldProblem
+from parcelvault.domain.shipments import (
+    NewShipment,
+    Position,
+    ScanEvent,
+    event_problems,
+    supersedes,
+)
+from parcelvault.domain.statuses import Status
+from parcelvault.privacy.policy import Policy
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem with item `index` of a batch (or line of a file)."""
+
+    index: int
+    problem: FieldProblem
+
+
+@dataclass
+class PreparedShipments:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sealed: list[dict[str, Any]] = field(default_factory=list)
+    subjects: list[dict[str, Any]] = field(default_factory=list)
+    rekeyed: list[tuple[str, bytes]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    already_stored: list[int] = field(default_factory=list)
+    tracking_numbers: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedEvents:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    sealed: list[dict[str, Any]] = field(default_factory=list)
+    status_updates: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+
+
+class SubjectKeys:
+    """Data keys of the subjects one batch touches: unwrapped once, created when new."""
+
+    def __init__(self, connection: Connection, keyring: Keyring, now: datetime) -> None:
+        self._connection = connection
+        self._keyring = keyring
+        self._now = now
+        self._ciphers: dict[str, AESGCM] = {}
+        self.new_rows: list[dict[str, Any]] = []
+        self.rekeyed: list[tuple[str, bytes]] = []
+
+    def load(self, subject_ids: Sequence[str]) -> None:
+        missing = [sid for sid in subject_ids if sid not in self._ciphers]
+        for sid, wrapped in store.wrapped_keys(self._connection, missing).items():
+            if wrapped is not None:
+                self._ciphers[sid] = self._keyring.unwrap(wrapped, sid)
+            else:
+                self._ciphers[sid] = self._fresh(sid, rekey=True)
+
+    def cipher(self, subject_id: str) -> AESGCM:
+        cipher = self._ciphers.get(subject_id)
+        if cipher is None:
+            cipher = self._ciphers[subject_id] = self._fresh(subject_id, rekey=False)
+        return cipher
+
+    def _fresh(self, subject_id: str, *, rekey: bool) -> AESGCM:
+        data_key = self._keyring.new_data_key()
+        wrapped = self._keyring.wrap(data_key, subject_id)
+        if rekey:
+            self.rekeyed.append((subject_id, wrapped))
+        else:
+            self.new_rows.append(
+                {
+                    "id": subject_id,
+                    "wrapped_key": wrapped,
+                    "created_at": self._now,
+                    "erased_at": None,
+                }
+            )
+        return AESGCM(data_key)
+
+
+def _seal_all(
+    keys: SubjectKeys, subject_id: str, record_id: str, values: dict[str, str], policy: Policy
+) -> list[dict[str, Any]]:
+    cipher = keys.cipher(subject_id)
+    rows = []
+    for name, value in values.items():
+        if not policy.is_personal(name):
+            raise ValueError(f"{name} has no policy rule; refusing to store it")
+        rows.append(
+            {
+                "record_id": record_id,
+                "field": name,
+                "subject_id": subject_id,
+                "value": seal(cipher, value, associated_data(subject_id, record_id, name)),
+            }
+        )
+    return rows
+
+
+def _tracking_number(shipment: NewShipment) -> tuple[str | None, str | None, bool]:
+    """(canonical number, problem, issued by us)."""
+    if shipment.tracking_number is None:
+        return tracking_numbers.issue(secrets.randbits), None, True
+    issued = tracking_numbers.canonical_issued(shipment.tracking_number)
+    if issued is not None:
+        return issued, None, True
+    supplied = tracking_numbers.normalize(shipment.tracking_number)
+    if not tracking_numbers.is_valid_supplied(supplied):
+        return None, "4-40 letters and digits (spaces and hyphens are ignored)", False
+    return supplied, None, False
+
+
+def prepare_shipments(
+    connection: Connection,
+    *,
+    keyring: Keyring,
+    policy: Policy,
+    tenant_id: int,
+    items: Sequence[tuple[int, NewShipment]],
+    now: datetime,
+    existing_is_problem: bool,
+) -> PreparedShipments:
+    """Seal and shape a batch of new shipments.
+
+    A shipment whose number the tenant already has is a problem when
+    `existing_is_problem` (the API: 409), and is skipped as already stored otherwise
+    (the importer, so reruns are no-ops).
+    """
+    prepared = PreparedShipments()
+    numbered: list[tuple[int, NewShipment, str, bool]] = []
+    seen: set[str] = set()
+    for index, shipment in items:
+        number, problem, issued = _tracking_number(shipment)
+        if number is None:
+            prepared.problems.append(
+                Problem(index, FieldProblem(("tracking_number",), problem or ""))
+            )
+        elif number in seen:
+            prepared.problems.append(
+                Problem(index, FieldProblem(("tracking_number",), "appears twice in this batch"))
+            )
+        else:
+            seen.add(number)
+            numbered.append((index, shipment, number, issued))
+    taken = store.existing_tracking_numbers(connection, tenant_id, seen)
+    keys = SubjectKeys(connection, keyring, now)
+    pending: list[tuple[int, NewShipment, str, bool, str]] = []
+    for index, shipment, number, issued in numbered:
+        if number in taken:
+            if existing_is_problem:
+                prepared.problems.append(
+                    Problem(
+                        index,
+                        FieldProblem(
+                            ("tracking_number",), "you already have a shipment with this number"
+                        ),
+                    )
+                )
+            else:
+                prepared.already_stored.append(index)
+            continue
+        contact = shipment.recipient
+        subject = keyed_hash.subject_id(
+            keyring.lookup_key, email=contact.email, phone=contact.phone
+        )
+        pending.append((index, shipment, number, issued, subject or secrets.token_hex(32)))
+    keys.load([subject for *_, subject in pending])
+    for index, shipment, number, issued, subject in pending:
+        record_id = uuid.uuid4().hex
+        prepared.tracking_numbers[index] = number
+        prepared.rows.append(
+            {
+                "id": record_id,
+                "tenant_id": tenant_id,
+                "tracking_number": number,
+                "issued": issued,
+                "subject_id": subject,
+                "postcode_digest": keyed_hash.postcode_digest(
+                    keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
+                ),
+                "reference": shipment.reference,
+                "service": shipment.service,
+                "origin_country": shipment.origin.country,
+                "origin_region": shipment.origin.region,
+                "origin_city": shipment.origin.city,
+                "dest_country": shipment.destination.country,
+                "dest_region": shipment.destination.region,
+                "dest_city": shipment.destination.city,
+                "promised_date": shipment.promised_date,
+                "status": Status.PENDING.value,
+                "status_at": None,
+                "status_arrival": 0,
+                "created_at": now,
+            }
+        )
+        prepared.sealed.extend(
+            _seal_all(keys, subject, record_id, shipment.personal_values(), policy)
+        )
+    prepared.subjects = keys.new_rows
+    prepared.rekeyed = keys.rekeyed
+    return prepared
+
+
+def write_shipments(connection: Connection, prepared: PreparedShipments) -> None:
+    store.insert_subjects(connection, prepared.subjects)
+    for subject_id, wrapped in prepared.rekeyed:
+        store.rekey_subject(connection, subject_id, wrapped)
+    store.insert_shipments(connection, prepared.rows, prepared.sealed)
+
+
+def event_row_id(tenant_id: int, event_id: str) -> str:
+    """Row id derived from the idempotency key, so a replay writes onto the same ids."""
+    return hashlib.sha256(f"{tenant_id}\x1f{event_id}".encode()).hexdigest()[:32]
+
+
+def prepare_events(
+    connection: Connection,
+    *,
+    keyring: Keyring,
+    policy: Policy,
+    tenant_id: int,
+    items: Sequence[tuple[int, str, ScanEvent]],
+    now: datetime,
+) -> PreparedEvents:
+    """Check, seal and shape a batch of (index, tracking number, event)."""
+    prepared = PreparedEvents()
+    candidates: list[tuple[int, str, ScanEvent]] = []
+    for index, raw_number, event in items:
+        problems = event_problems(event, now=now)
+        number = tracking_numbers.for_lookup(raw_number)
+        if number is None:
+            problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
+        prepared.problems.extend(Problem(index, p) for p in problems)
+        if not problems and number is not None:
+            candidates.append((index, number, event))
+    shipments = store.shipments_by_number(connection, tenant_id, [n for _, n, _ in candidates])
+    stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
+    keys = SubjectKeys(connection, keyring, now)
+    keys.load(sorted({s.subject_id for s in shipments.values()}))
+    seen: set[str] = set()
+    latest: dict[str, tuple[Position, Status, dict[str, Any]]] = {}
+    arrival_base = time.time_ns() // 1000
+    for offset, (index, number, event) in enumerate(candidates):
+        shipment = shipments.get(number)
+        if shipment is None:
+            prepared.problems.append(
+                Problem(
+                    index,
+                    FieldProblem(("tracking_number",), "no shipment of yours has this number"),
+                )
+            )
+            continue
+        if event.event_id in stored or event.event_id in seen:
+            prepared.duplicates.append(index)
+            continue
+        seen.add(event.event_id)
+        row_id = event_row_id(tenant_id, event.event_id)
+        arrival = arrival_base + offset
+        location = event.location
+        personal = event.proof.personal_values() if event.proof else {}
+        offset_delta = event.time.utcoffset()
+        prepared.rows.append(
+            {
+                "id": row_id,
+                "shipment_id": shipment.id,
+                "tenant_id": tenant_id,
+                "event_id": event.event_id,
+                "occurred_at": event.time,
+                "utc_offset_min": int(offset_delta.total_seconds() // 60) if offset_delta else 0,
+                "arrival": arrival,
+                "status": event.status.value,
+                "reason": event.reason.value if event.reason else None,
+                "description": event.description,
+                "loc_country": location.country if location else None,
+                "loc_region": location.region if location else None,
+                "loc_city": location.city if location else None,
+                "loc_facility": location.facility if location else None,
+                "has_proof": bool(personal),
+            }
+        )
+        if personal:
+            prepared.sealed.extend(_seal_all(keys, shipment.subject_id, row_id, personal, policy))
+        position = Position(time=event.time, arrival=arrival)
+        best = latest.get(shipment.id)
+        stored_position = (
+            Position(time=shipment.status_at, arrival=shipment.status_arrival)
+            if shipment.status_at is not None
+            else None
+        )
+        if supersedes(position, best[0] if best else stored_position):
+            latest[shipment.id] = (position, event.status, {})
+    prepared.status_updates = [
+        {"sid": sid, "status": status.value, "at": position.time, "arrival": position.arrival}
+        for sid, (position, status, _) in latest.items()
+    ]
+    return prepared
+
+
+def write_events(connection: Connection, prepared: PreparedEvents) -> None:
+    store.insert_events(connection, prepared.rows, prepared.sealed, prepared.status_updates)

@@ -1,0 +1,263 @@
+"""Reading shipments: find by number, open what the viewer's tier may see, verify a
+recipient by postcode.
+
+Only the personal fields a tier sees in some form are decrypted at all, and every
+view is built from the output of `disclose`, never from opened values directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from sqlalchemy import Connection
+
+from parcelvault.adapters.db import store
+from parcelvault.adapters.db.store import AnyRow
+from parcelvault.crypto import keyed_hash
+from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
+from parcelvault.domain import tracking_numbers
+from parcelvault.domain.errors import Locked, NotFound
+from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
+from parcelvault.privacy.disclosure import disclose, fields_needed
+from parcelvault.services.vault import Vault
+
+
+class WrongPostcode(Exception):
+    def __init__(self, remaining_attempts: int) -> None:
+        super().__init__("the postcode does not match")
+        self.remaining_attempts = remaining_attempts
+
+
+@dataclass(frozen=True)
+class Place:
+    country: str | None
+    region: str | None
+    city: str | None
+    facility: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    time: datetime
+    status: Status
+    label: str
+    reason: Reason | None
+    reason_label: str | None
+    description: str | None
+    place: Place
+    proof: dict[str, str]
+
+
+@dataclass(frozen=True)
+class TrackingView:
+    tier: str
+    tracking_number: str
+    display_number: str
+    tenant: str | None
+    status: Status
+    status_label: str
+    status_at: datetime | None
+    stage: int
+    stages: tuple[str, ...]
+    promised_date: date | None
+    origin: Place
+    destination: Place
+    personal: dict[str, str]
+    timeline: tuple[TimelineEntry, ...]
+    reference: str | None = None
+    service: str | None = None
+    erased: bool = False
+
+
+def find_shipment(connection: Connection, raw_number: str, tenant: str | None = None) -> AnyRow:
+    """The shipment a tracking number denotes. Numbers shared by two tenants resolve
+    only with the tenant named; every miss raises the same NotFound."""
+    number = tracking_numbers.for_lookup(raw_number)
+    if number is None:
+        raise NotFound()
+    rows = store.shipments_for_tracking(connection, number)
+    if tenant is not None:
+        rows = [row for row in rows if row.tenant_name == tenant]
+    if len(rows) != 1:
+        raise NotFound()
+    return rows[0]
+
+
+def build_view(
+    connection: Connection, *, vault: Vault, shipment: AnyRow, tier: str
+) -> TrackingView:
+    policy = vault.policy
+    event_rows = store.events_of(connection, shipment.id)
+    shipment_fields = fields_needed(record="shipment", tier=tier, policy=policy)
+    event_fields = fields_needed(record="event", tier=tier, policy=policy)
+    proof_ids = [e.id for e in event_rows if e.has_proof] if event_fields else []
+    opened: dict[str, dict[str, str]] = {}
+    erased = shipment.wrapped_key is None
+    if not erased and (shipment_fields or proof_ids):
+        cipher = vault.keyring.unwrap(shipment.wrapped_key, shipment.subject_id)
+        sealed = store.sealed_values(
+            connection, [shipment.id, *proof_ids], shipment_fields | event_fields
+        )
+        for row in sealed:
+            record_id, name, value = row.record_id, row.field, row.value
+            ad = associated_data(shipment.subject_id, record_id, name)
+            try:
+                opened.setdefault(record_id, {})[name] = open_sealed(cipher, value, ad)
+            except SealError:
+                continue
+    personal = disclose(opened.get(shipment.id, {}), record="shipment", tier=tier, policy=policy)
+    timeline = tuple(
+        _entry(row, disclose(opened.get(row.id, {}), record="event", tier=tier, policy=policy))
+        for row in event_rows
+    )
+    status = Status(shipment.status)
+    show_tenant = tier in ("merchant",)
+    return TrackingView(
+        tier=tier,
+        tracking_number=shipment.tracking_number,
+        display_number=tracking_numbers.grouped(shipment.tracking_number),
+        tenant=shipment.tenant_name if show_tenant else None,
+        status=status,
+        status_label=LABELS[status],
+        status_at=shipment.status_at,
+        stage=stage_of(status),
+        stages=STAGES,
+        promised_date=shipment.promised_date,
+        origin=Place(shipment.origin_country, shipment.origin_region, shipment.origin_city),
+        destination=Place(shipment.dest_country, shipment.dest_region, shipment.dest_city),
+        personal=personal,
+        timeline=timeline,
+        reference=shipment.reference if show_tenant else None,
+        service=shipment.service,
+        erased=erased,
+    )
+
+
+def _entry(row: AnyRow, proof: dict[str, str]) -> TimelineEntry:
+    status = Status(row.status)
+    reason = Reason(row.reason) if row.reason else None
+    local = timezone(timedelta(minutes=row.utc_offset_min))
+    return TimelineEntry(
+        time=row.occurred_at.astimezone(local),
+        status=status,
+        label=LABELS[status],
+        reason=reason,
+        reason_label=REASON_LABELS[reason] if reason else None,
+        description=row.description,
+        place=Place(row.loc_country, row.loc_region, row.loc_city, row.loc_facility),
+        proof=proof,
+    )
+
+
+def track(
+    *,
+    vault: Vault,
+    raw_number: str,
+    cookies: Mapping[str, str],
+    tenant: str | None = None,
+) -> TrackingView:
+    """The public view, or the recipient view when the request carries a valid,
+    unexpired verification cookie for this very shipment."""
+    with vault.engine.connect() as connection:
+        shipment = find_shipment(connection, raw_number, tenant)
+        token = cookies.get(cookie_name(shipment.id))
+        verified = token is not None and (
+            read_recipient_token(vault.keyring.session_key, token, vault.clock()) == shipment.id
+        )
+        tier = "recipient" if verified else "public"
+        return build_view(connection, vault=vault, shipment=shipment, tier=tier)
+
+
+def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
+    with vault.engine.connect() as connection:
+        number = tracking_numbers.for_lookup(raw_number)
+        rows = store.shipments_for_tracking(connection, number) if number else []
+        owned = [row for row in rows if row.tenant_id == tenant_id]
+        if not owned:
+            raise NotFound()
+        return build_view(connection, vault=vault, shipment=owned[0], tier="merchant")
+
+
+# --- recipient verification -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipientPass:
+    shipment_id: str
+    expires_at: datetime
+    token: str
+
+
+def verify_postcode(
+    *, vault: Vault, raw_number: str, postcode: str, tenant: str | None = None
+) -> RecipientPass:
+    """Compare a postcode with the shipment's (keyed hash, constant time).
+
+    After `verify_max_failures` wrong postcodes within `verify_window_seconds` the
+    shipment's verification is locked until the oldest of them leaves the window; the
+    lock is kept in the database, so every API process enforces it.
+    """
+    settings = vault.settings
+    now = vault.clock()
+    window = timedelta(seconds=settings.verify_window_seconds)
+    with vault.engine.begin() as connection:
+        shipment = find_shipment(connection, raw_number, tenant)
+        failures = store.recent_failures(connection, shipment.id, now - window)
+        if len(failures) >= settings.verify_max_failures:
+            raise Locked(_retry_after(failures, settings.verify_max_failures, window, now))
+        candidate = keyed_hash.postcode_digest(
+            vault.keyring.lookup_key, record_id=shipment.id, postcode=postcode
+        )
+        if not keyed_hash.digests_match(shipment.postcode_digest, candidate):
+            store.record_failure(connection, shipment.id, now)
+            failures.append(now)
+            remaining = settings.verify_max_failures - len(failures)
+            if remaining <= 0:
+                connection.commit()
+                raise Locked(_retry_after(failures, settings.verify_max_failures, window, now))
+            connection.commit()
+            raise WrongPostcode(remaining)
+    expires = now + timedelta(seconds=settings.recipient_session_seconds)
+    return RecipientPass(
+        shipment_id=shipment.id,
+        expires_at=expires,
+        token=issue_recipient_token(vault.keyring.session_key, shipment.id, expires),
+    )
+
+
+def _retry_after(failures: list[datetime], limit: int, window: timedelta, now: datetime) -> int:
+    unlock_at = failures[-limit] + window
+    return max(1, int((unlock_at - now).total_seconds()) + 1)
+
+
+def _token_mac(key: bytes, shipment_id: str, expires: int) -> str:
+    mac = hmac.new(key, f"recipient\x1f{shipment_id}\x1f{expires}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def issue_recipient_token(key: bytes, shipment_id: str, expires_at: datetime) -> str:
+    expires = int(expires_at.timestamp())
+    return f"{shipment_id}.{expires}.{_token_mac(key, shipment_id, expires)}"
+
+
+def read_recipient_token(key: bytes, token: str, now: datetime) -> str | None:
+    """The shipment id a valid, unexpired token vouches for; None for anything else."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    shipment_id, expires_text, mac = parts
+    expected = _token_mac(key, shipment_id, int(expires_text))
+    if not hmac.compare_digest(expected, mac):
+        return None
+    if int(expires_text) <= now.timestamp():
+        return None
+    return shipment_id
+
+
+def cookie_name(shipment_id: str) -> str:
+    return f"pvr_{shipment_id[:16]}"

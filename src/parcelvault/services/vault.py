@@ -1,0 +1,44 @@
+"""Wiring: `build(settings)` assembles the engine, keys and policy every use case needs.
+Nothing is created at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+
+from parcelvault.adapters.db.engine import make_engine
+from parcelvault.crypto.keyring import Keyring, Keys
+from parcelvault.privacy.policy import Policy, load_default_policy, load_policy_text
+from parcelvault.settings import Settings
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Vault:
+    settings: Settings
+    engine: Engine
+    keyring: Keyring
+    policy: Policy
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+
+def load_policy(settings: Settings) -> Policy:
+    if settings.policy is None:
+        return load_default_policy()
+    return load_policy_text(settings.policy.read_text(), str(settings.policy))
+
+
+def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Vault:
+    return Vault(
+        settings=settings,
+        engine=make_engine(settings.database_url),
+        keyring=Keyring(Keys.load(settings.key_dir)),
+        policy=load_policy(settings),
+        clock=clock,
+    )

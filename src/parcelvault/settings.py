@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting, read from PARCELVAULT_* environment variables (or a .env file)."""
+
+    model_config = SettingsConfigDict(env_prefix="PARCELVAULT_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./parcelvault.db"
+    key_dir: Path = Path("./keys")
+    policy: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    public_rate_limit: int = Field(
+        default=120, ge=0, description="public lookups per client address per minute; 0 = off"
+    )
+    verify_max_failures: int = Field(default=5, ge=1)
+    verify_window_seconds: int = Field(default=15 * 60, ge=1)
+    recipient_session_seconds: int = Field(default=30 * 60, ge=60)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    trust_forwarded_for: bool = Field(
+        default=False, description="take the client address from X-Forwarded-For"
+    )
+    log_level: str = "INFO"
