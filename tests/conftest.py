@@ -43,7 +43,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def _pg_admin() -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(PG_ADMIN_DSN, autocommit=True, user=os.environ.get("PGUSER", "postgres"))
+        return psycopg.connect(
+            PG_ADMIN_DSN, autocommit=True, user=os.environ.get("PGUSER", "postgres")
+        )
     except psycopg.OperationalError as exc:  # pragma: no cover - environment problem
         pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_DSN}: {exc}")
 
