@@ -21,8 +21,8 @@ tenants_app = typer.Typer(
 )
 app.add_typer(tenants_app, name="tenants")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
