@@ -74,6 +74,7 @@ def install(app: FastAPI) -> None:
             personal=nest(view.personal),
             error=error,
             tenant=tenant,
+            session_minutes=vault_of(request).settings.recipient_session_seconds // 60,
             verify_action=f"/t/{quote(view.tracking_number)}/verify"
             + (f"?tenant={quote(tenant)}" if tenant else ""),
         )
