@@ -9,6 +9,7 @@ from parcelvault.privacy.policy import (
     default_policy_text,
     load_default_policy,
     load_policy_text,
+    risky_choices,
 )
 
 
@@ -77,3 +78,35 @@ def test_a_missing_retention_is_refused() -> None:
     text = default_policy_text().replace('retention = "30d after delivered"\n', "", 1)
     with pytest.raises(PolicyError, match="retention: missing"):
         load_policy_text(text, "p.toml")
+
+
+def test_a_mistake_is_reported_with_its_line_number() -> None:
+    text = default_policy_text().replace('mask = "email"', 'mask = "smudge"')
+    expected = text.splitlines().index('mask = "smudge"') + 1
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "operator.toml")
+    assert caught.value.line == expected
+    assert str(caught.value).startswith(f"operator.toml:{expected}: fields.recipient.email.mask:")
+
+
+def test_a_syntax_error_is_reported_with_its_line_number() -> None:
+    text = default_policy_text() + "\n[oops\n"
+    with pytest.raises(PolicyError) as caught:
+        load_policy_text(text, "p.toml")
+    assert caught.value.line == len(text.splitlines())
+
+
+def test_the_shipped_policy_raises_no_warning() -> None:
+    assert risky_choices(load_default_policy()) == []
+
+
+def test_a_street_shown_in_full_to_the_public_is_flagged() -> None:
+    text = default_policy_text().replace(
+        'exposure = { public = "hidden", recipient = "full", merchant = "full" }\n\n'
+        '[fields."destination.postcode"]',
+        'exposure = { public = "full", recipient = "full", merchant = "full" }\n\n'
+        '[fields."destination.postcode"]',
+    )
+    warnings = risky_choices(load_policy_text(text, "p.toml"))
+    assert len(warnings) == 1
+    assert warnings[0].startswith("fields.destination.street: anyone with a tracking number")

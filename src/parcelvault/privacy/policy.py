@@ -56,10 +56,43 @@ class Mask(StrEnum):
 
 
 class PolicyError(ValueError):
-    def __init__(self, source: str, key: str, message: str) -> None:
-        super().__init__(f"{source}: {key}: {message}")
+    def __init__(self, source: str, key: str, message: str, line: int | None = None) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {key}: {message}")
         self.source = source
         self.key = key
+        self.line = line
+        self.message = message
+
+
+_SYNTAX_LINE = re.compile(r"at line (\d+)")
+_FIELD_KEY = re.compile(r"^fields\.(?P<field>[a-z_]+\.[a-z_]+)(?:\.(?P<rest>[a-z_]+))?")
+
+
+def locate(text: str, key: str) -> int | None:
+    """The 1-based line of a dotted policy key (e.g. `fields.recipient.name.mask`) in
+    the policy text, best effort: the key's own line, else its table's header."""
+    lines = text.splitlines()
+    match = _FIELD_KEY.match(key)
+    if match is None:
+        top = key.split(".")[0]
+        for number, line in enumerate(lines, 1):
+            if line.startswith("["):
+                break
+            if line.split("=")[0].strip() == top:
+                return number
+        return None
+    header = f'[fields."{match.group("field")}"]'
+    start = next((n for n, line in enumerate(lines, 1) if line.strip() == header), None)
+    if start is None or match.group("rest") is None:
+        return start
+    for number in range(start + 1, len(lines) + 1):
+        line = lines[number - 1]
+        if line.startswith("["):
+            break
+        if line.split("=")[0].strip() == match.group("rest"):
+            return number
+    return start
 
 
 @dataclass(frozen=True)
@@ -102,9 +135,20 @@ class Policy:
 
 def load_policy_text(text: str, source: str) -> Policy:
     try:
+        return _load(text, source)
+    except PolicyError as exc:
+        if exc.line is None:
+            raise PolicyError(source, exc.key, exc.message, locate(text, exc.key)) from None
+        raise
+
+
+def _load(text: str, source: str) -> Policy:
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PolicyError(source, "(syntax)", str(exc)) from exc
+        found = _SYNTAX_LINE.search(str(exc))
+        line = int(found.group(1)) if found else None
+        raise PolicyError(source, "(syntax)", str(exc), line) from exc
     version = data.get("version")
     if version != 1:
         raise PolicyError(source, "version", "must be 1")
@@ -189,3 +233,20 @@ def default_policy_text() -> str:
 
 def load_default_policy() -> Policy:
     return load_policy_text(default_policy_text(), "default_policy.toml")
+
+
+def risky_choices(policy: Policy) -> list[str]:
+    """Warnings about a valid policy that exposes more than a tracking page should."""
+    warnings = []
+    for rule in policy.fields.values():
+        public = rule.exposure_for("public")
+        if public is Exposure.FULL:
+            warnings.append(
+                f"fields.{rule.name}: anyone with a tracking number sees it in full "
+                f"({rule.category}); tracking numbers get shared and guessed"
+            )
+        elif public is not Exposure.HIDDEN and rule.category in ("contact", "proof_of_delivery"):
+            warnings.append(f"fields.{rule.name}: shown to the public in part ({public.value})")
+        if rule.retention.days > 3 * 365:
+            warnings.append(f"fields.{rule.name}: kept for {rule.retention.days} days")
+    return warnings
