@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -23,8 +24,13 @@ from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import Locked, NotFound
 from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
+from parcelvault.privacy.access import Viewer, access_for
 from parcelvault.privacy.disclosure import disclose, fields_needed
 from parcelvault.services.vault import Vault
+
+log = logging.getLogger("parcelvault.tracking")
+PUBLIC = Viewer(tier="public", actor_kind="anyone")
+RECIPIENT = Viewer(tier="recipient", actor_kind="subject")
 
 
 class WrongPostcode(Exception):
@@ -89,9 +95,13 @@ def find_shipment(connection: Connection, raw_number: str, tenant: str | None = 
 
 
 def build_view(
-    connection: Connection, *, vault: Vault, shipment: AnyRow, tier: str
+    connection: Connection, *, vault: Vault, shipment: AnyRow, viewer: Viewer
 ) -> TrackingView:
+    """The view of one shipment for one viewer. If it discloses personal fields to
+    anyone but their subject, the access record is written on `connection`, so the
+    caller's transaction holds the read and its record together."""
     policy = vault.policy
+    tier = viewer.tier
     event_rows = store.events_of(connection, shipment.id)
     shipment_fields = fields_needed(record="shipment", tier=tier, policy=policy)
     event_fields = fields_needed(record="event", tier=tier, policy=policy)
@@ -109,12 +119,25 @@ def build_view(
             try:
                 opened.setdefault(record_id, {})[name] = open_sealed(cipher, value, ad)
             except SealError:
-                continue
+                log.warning(
+                    "sealed value failed to open",
+                    extra={"shipment": shipment.id, "record": record_id, "field": name},
+                )
     personal = disclose(opened.get(shipment.id, {}), record="shipment", tier=tier, policy=policy)
-    timeline = tuple(
-        _entry(row, disclose(opened.get(row.id, {}), record="event", tier=tier, policy=policy))
+    proofs = {
+        row.id: disclose(opened.get(row.id, {}), record="event", tier=tier, policy=policy)
         for row in event_rows
+    }
+    timeline = tuple(_entry(row, proofs[row.id]) for row in event_rows)
+    record = access_for(
+        viewer,
+        shipment_id=shipment.id,
+        subject_id=shipment.subject_id,
+        shown=[*personal, *(name for shown in proofs.values() for name in shown)],
+        now=vault.clock(),
     )
+    if record is not None:
+        store.insert_access(connection, record)
     status = Status(shipment.status)
     show_tenant = tier in ("merchant",)
     return TrackingView(
@@ -169,18 +192,19 @@ def track(
         verified = token is not None and (
             read_recipient_token(vault.keyring.session_key, token, vault.clock()) == shipment.id
         )
-        tier = "recipient" if verified else "public"
-        return build_view(connection, vault=vault, shipment=shipment, tier=tier)
+        viewer = RECIPIENT if verified else PUBLIC
+        return build_view(connection, vault=vault, shipment=shipment, viewer=viewer)
 
 
 def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
-    with vault.engine.connect() as connection:
+    viewer = Viewer(tier="merchant", actor_kind="tenant", actor_id=str(tenant_id))
+    with vault.engine.begin() as connection:
         number = tracking_numbers.for_lookup(raw_number)
         rows = store.shipments_for_tracking(connection, number) if number else []
         owned = [row for row in rows if row.tenant_id == tenant_id]
         if not owned:
             raise NotFound()
-        return build_view(connection, vault=vault, shipment=owned[0], tier="merchant")
+        return build_view(connection, vault=vault, shipment=owned[0], viewer=viewer)
 
 
 # --- recipient verification -------------------------------------------------------

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, func, or
 from sqlalchemy.dialects import postgresql, sqlite
 
 from parcelvault.adapters.db.tables import (
+    access_records,
     api_keys,
     events,
     sealed_fields,
@@ -22,6 +23,7 @@ from parcelvault.adapters.db.tables import (
     tenants,
     verification_failures,
 )
+from parcelvault.privacy.access import AccessRecord
 
 IN_CHUNK = 500
 AnyRow: TypeAlias = Row[*tuple[Any, ...]]
@@ -248,6 +250,35 @@ def insert_events(
         connection.execute(insert_ignoring_duplicates(connection, sealed_fields), sealed_rows)
     if status_updates:
         connection.execute(_ADVANCE_STATUS, status_updates)
+
+
+# --- access records ---------------------------------------------------------------
+
+
+def insert_access(connection: Connection, record: AccessRecord) -> None:
+    connection.execute(
+        access_records.insert().values(
+            at=record.at,
+            shipment_id=record.shipment_id,
+            subject_id=record.subject_id,
+            tier=record.tier,
+            actor_kind=record.actor_kind,
+            actor_id=record.actor_id,
+            fields=",".join(record.fields),
+            purpose=record.purpose,
+            reason=record.reason,
+            reference=None,
+        )
+    )
+
+
+def accesses_of_shipment(connection: Connection, shipment_id: str) -> Sequence[AnyRow]:
+    query = (
+        select(access_records)
+        .where(access_records.c.shipment_id == shipment_id)
+        .order_by(access_records.c.at.desc(), access_records.c.id.desc())
+    )
+    return connection.execute(query).all()
 
 
 # --- recipient verification -------------------------------------------------------

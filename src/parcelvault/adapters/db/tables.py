@@ -150,3 +150,27 @@ verification_failures = Table(
     Column("at", UtcDateTime(), nullable=False),
     Index(None, "shipment_id", "at"),
 )
+
+access_records = Table(
+    "access_records",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("actor_id", String(64), nullable=True),
+    Column("fields", String(400), nullable=False),
+    Column("purpose", String(24), nullable=False),
+    Column("reason", String(32), nullable=True),
+    Column("reference", LargeBinary, nullable=True),
+    Column("ledger_index", BigInteger, nullable=True),
+    Index(None, "subject_id", "at"),
+    Index(None, "shipment_id", "at"),
+)
+"""Append-only. `reference` (a ticket number typed by staff) is sealed under the
+subject's key like any personal value; `ledger_index` is the record's leaf in the
+transparency log once it is anchored there."""
