@@ -6,7 +6,16 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from parcelvault.domain.shipments import (
     Destination,
@@ -33,8 +42,29 @@ EventId = Annotated[
 ]
 
 
+def _no_nul(value: object) -> object:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+def _text_only(value: object) -> object:
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string with a UTC offset")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(_text_only)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_max_length=500)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: object) -> object:
+        """PostgreSQL text cannot hold NUL; refuse it here instead of failing an insert."""
+        return _no_nul(value)
 
 
 class OriginIn(_Strict):
@@ -50,7 +80,11 @@ class DestinationIn(_Strict):
     city: Text100
     postcode: Postcode
     street: list[
-        Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+            AfterValidator(_no_nul),
+        ]
     ] = Field(min_length=1, max_length=4)
 
 
@@ -128,7 +162,7 @@ class ProofIn(_Strict):
 
 class EventIn(_Strict):
     event_id: EventId
-    time: AwareDatetime
+    time: EventTime
     status: Status
     reason: Reason | None = None
     description: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = (
@@ -158,10 +192,6 @@ class EventIn(_Strict):
 
 class BatchEventIn(EventIn):
     tracking_number: TrackingNumberIn
-
-
-class BatchIn(_Strict):
-    events: list[BatchEventIn] = Field(min_length=1, max_length=1000)
 
 
 class ShipmentLine(ShipmentIn):

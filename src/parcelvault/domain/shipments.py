@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.statuses import STATUSES_WITH_REASON, Reason, Status
 
 MAX_FUTURE_SKEW = timedelta(minutes=10)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ def event_problems(event: ScanEvent, *, now: datetime) -> list[FieldProblem]:
         )
     elif event.time - now > MAX_FUTURE_SKEW:
         problems.append(FieldProblem(("time",), "is more than 10 minutes in the future"))
+    elif event.time < EARLIEST:
+        problems.append(FieldProblem(("time",), "is before 2000-01-01"))
     if event.reason is not None and event.status not in STATUSES_WITH_REASON:
         problems.append(
             FieldProblem(("reason",), "only exception and failed_attempt events take a reason")

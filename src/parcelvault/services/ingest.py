@@ -150,13 +150,13 @@ def prepare_shipments(
     tenant_id: int,
     items: Sequence[tuple[int, NewShipment]],
     now: datetime,
-    existing_is_problem: bool,
 ) -> PreparedShipments:
     """Seal and shape a batch of new shipments.
 
-    A shipment whose number the tenant already has is a problem when
-    `existing_is_problem` (the API: 409), and is skipped as already stored otherwise
-    (the importer, so reruns are no-ops).
+    A shipment whose number the tenant already has is listed in `already_stored` and
+    not prepared again: the API answers 409, the importer counts it so reruns are
+    no-ops. A number in parcelvault's own issued format that another tenant holds is a
+    problem: issued numbers must stay unique, or public tracking could not find them.
     """
     prepared = PreparedShipments()
     numbered: list[tuple[int, NewShipment, str, bool]] = []
@@ -175,21 +175,17 @@ def prepare_shipments(
             seen.add(number)
             numbered.append((index, shipment, number, issued))
     taken = store.existing_tracking_numbers(connection, tenant_id, seen)
+    issued_form = [n for _, _, n, issued in numbered if issued and n not in taken]
+    held_elsewhere = store.tracking_numbers_of_others(connection, tenant_id, issued_form)
     keys = SubjectKeys(connection, keyring, now)
     pending: list[tuple[int, NewShipment, str, bool, str]] = []
     for index, shipment, number, issued in numbered:
         if number in taken:
-            if existing_is_problem:
-                prepared.problems.append(
-                    Problem(
-                        index,
-                        FieldProblem(
-                            ("tracking_number",), "you already have a shipment with this number"
-                        ),
-                    )
-                )
-            else:
-                prepared.already_stored.append(index)
+            prepared.already_stored.append(index)
+            continue
+        if number in held_elsewhere:
+            message = "is in parcelvault's issued format and already in use; leave it out"
+            prepared.problems.append(Problem(index, FieldProblem(("tracking_number",), message)))
             continue
         contact = shipment.recipient
         subject = keyed_hash.subject_id(

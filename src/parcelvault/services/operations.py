@@ -33,8 +33,9 @@ def create_shipment(
                 tenant_id=principal.tenant_id,
                 items=[(0, shipment)],
                 now=now,
-                existing_is_problem=True,
             )
+            if prepared.already_stored:
+                raise Conflict("you already have a shipment with this number")
             _raise_problems(prepared.problems, single=True)
             ingest.write_shipments(connection, prepared)
             number = prepared.tracking_numbers[0]

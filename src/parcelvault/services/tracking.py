@@ -86,9 +86,7 @@ def find_shipment(connection: Connection, raw_number: str, tenant: str | None = 
     number = tracking_numbers.for_lookup(raw_number)
     if number is None:
         raise NotFound()
-    rows = store.shipments_for_tracking(connection, number)
-    if tenant is not None:
-        rows = [row for row in rows if row.tenant_name == tenant]
+    rows = store.shipments_for_tracking(connection, number, tenant)
     if len(rows) != 1:
         raise NotFound()
     return rows[0]
@@ -200,11 +198,10 @@ def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingV
     viewer = Viewer(tier="merchant", actor_kind="tenant", actor_id=str(tenant_id))
     with vault.engine.begin() as connection:
         number = tracking_numbers.for_lookup(raw_number)
-        rows = store.shipments_for_tracking(connection, number) if number else []
-        owned = [row for row in rows if row.tenant_id == tenant_id]
-        if not owned:
+        owned = store.shipment_of_tenant(connection, tenant_id, number) if number else None
+        if owned is None:
             raise NotFound()
-        return build_view(connection, vault=vault, shipment=owned[0], viewer=viewer)
+        return build_view(connection, vault=vault, shipment=owned, viewer=viewer)
 
 
 # --- recipient verification -------------------------------------------------------

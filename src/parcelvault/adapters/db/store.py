@@ -137,6 +137,19 @@ def existing_tracking_numbers(
     return found
 
 
+def tracking_numbers_of_others(
+    connection: Connection, tenant_id: int, numbers: Iterable[str]
+) -> set[str]:
+    wanted = sorted(set(numbers))
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        query = select(shipments.c.tracking_number).where(
+            shipments.c.tenant_id != tenant_id, shipments.c.tracking_number.in_(chunk)
+        )
+        found.update(connection.execute(query).scalars())
+    return found
+
+
 def insert_shipments(
     connection: Connection, shipment_rows: list[dict[str, Any]], sealed_rows: list[dict[str, Any]]
 ) -> None:
@@ -163,18 +176,32 @@ def shipments_by_number(
     return found
 
 
-_BY_NUMBER = (
+_TRACKED = (
     select(shipments, subjects.c.wrapped_key, tenants.c.name.label("tenant_name"))
     .join(subjects, subjects.c.id == shipments.c.subject_id)
     .join(tenants, tenants.c.id == shipments.c.tenant_id)
     .where(shipments.c.tracking_number == bindparam("tn"))
-    .limit(2)
 )
+_BY_NUMBER = _TRACKED.limit(2)
+_BY_NUMBER_OF_TENANT_NAMED = _TRACKED.where(tenants.c.name == bindparam("tenant_name"))
+_BY_NUMBER_OF_TENANT = _TRACKED.where(shipments.c.tenant_id == bindparam("tenant_id"))
 
 
-def shipments_for_tracking(connection: Connection, tracking_number: str) -> Sequence[AnyRow]:
-    """At most two shipments with this number (two means tenants share it)."""
+def shipments_for_tracking(
+    connection: Connection, tracking_number: str, tenant_name: str | None = None
+) -> Sequence[AnyRow]:
+    """At most two shipments with this number (two: tenants share it; name the tenant)."""
+    if tenant_name is not None:
+        params = {"tn": tracking_number, "tenant_name": tenant_name}
+        return connection.execute(_BY_NUMBER_OF_TENANT_NAMED, params).all()
     return connection.execute(_BY_NUMBER, {"tn": tracking_number}).all()
+
+
+def shipment_of_tenant(
+    connection: Connection, tenant_id: int, tracking_number: str
+) -> AnyRow | None:
+    params = {"tn": tracking_number, "tenant_id": tenant_id}
+    return connection.execute(_BY_NUMBER_OF_TENANT, params).first()
 
 
 _EVENTS_OF = (

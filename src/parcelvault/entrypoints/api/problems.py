@@ -54,11 +54,29 @@ def not_found() -> Response:
     return problem(404, "not-found", "Not found", "Nothing is known under this address.")
 
 
+LOC_PART_MAX = 64
+
+
 def _loc(parts: tuple[Any, ...] | list[Any]) -> list[str | int]:
     trimmed = list(parts)
     if trimmed and trimmed[0] in ("body", "query", "path", "header", "cookie"):
         trimmed = trimmed[1:]
-    return [p if isinstance(p, int) else str(p) for p in trimmed]
+    return _place(trimmed)
+
+
+def _place(parts: tuple[Any, ...] | list[Any]) -> list[str | int]:
+    """Where a problem is. An unknown key is named so typos surface, but cut short: it
+    is text the client sent, and a problem body stays small."""
+    return [p if isinstance(p, int) else _shortened(str(p), LOC_PART_MAX) for p in parts]
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _not_json(error: Any) -> bool:
+    """A body that reached validation as raw bytes: it was not sent as JSON."""
+    return tuple(error.get("loc", ())) == ("body",) and isinstance(error.get("input"), bytes)
 
 
 def _validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
@@ -72,6 +90,13 @@ def install(app: FastAPI) -> None:
         broken = [e for e in errors if e.get("type") == "json_invalid"]
         if broken:
             return problem(400, "malformed-json", "Malformed JSON", "The body is not valid JSON.")
+        if any(_not_json(e) for e in errors):
+            return problem(
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the body as JSON with `Content-Type: application/json`.",
+            )
         return problem(
             422,
             "invalid-input",
@@ -127,7 +152,7 @@ def domain_problem(exc: DomainError) -> Response:
             "invalid-input",
             "Invalid input",
             f"{len(exc.problems)} problem(s) with the request; see `errors`.",
-            errors=[{"loc": list(p.loc), "message": p.message} for p in exc.problems],
+            errors=[{"loc": _place(p.loc), "message": p.message} for p in exc.problems],
         )
     if isinstance(exc, NotFound):
         return not_found()

@@ -5,15 +5,16 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from parcelvault.adapters.wire import BatchIn, EventIn, ShipmentIn
-from parcelvault.domain.errors import Unauthenticated
+from parcelvault.adapters.wire import BatchEventIn, EventIn, ShipmentIn
+from parcelvault.domain.errors import FieldProblem, InvalidInput, Unauthenticated
+from parcelvault.domain.shipments import ScanEvent
 from parcelvault.entrypoints.api import schemas
 from parcelvault.entrypoints.api.views_json import view_to_json
-from parcelvault.services import operations, tracking
+from parcelvault.services import ingest, operations, tracking
 from parcelvault.services.tenants import Principal, authenticate
 from parcelvault.services.vault import Vault
 
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/api/v1")
 
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ProblemOut, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 413, 422, 429)
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429)
 }
 
 
@@ -107,17 +108,76 @@ async def post_event(
     )
 
 
+class EventBatch(BaseModel):
+    """The batch envelope. Its items are validated one by one in the handler, so that a
+    422 lists the wire problems and the rule problems of every bad item together."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[
+        list[SkipValidation[BatchEventIn]],
+        Field(min_length=1, max_length=1000, description="1 to 1,000 events, all or nothing"),
+    ]
+
+
+BATCH_ITEM: TypeAdapter[BatchEventIn] = TypeAdapter(BatchEventIn)
+Numbered = tuple[int, str, ScanEvent]
+
+
+def parse_batch(raw_items: list[Any]) -> tuple[list[Numbered], list[FieldProblem]]:
+    """(index, tracking number, event) of each well-formed item, and the problems of
+    the others, located as ("events", index, field...)."""
+    items: list[Numbered] = []
+    problems: list[FieldProblem] = []
+    for index, raw in enumerate(raw_items):
+        try:
+            item = BATCH_ITEM.validate_python(raw)
+        except ValidationError as exc:
+            problems.extend(
+                FieldProblem(("events", index, *error["loc"]), error["msg"])
+                for error in exc.errors(include_url=False, include_input=False)
+            )
+            continue
+        items.append((index, item.tracking_number, item.to_domain()))
+    return items, problems
+
+
+def rule_problems(vault: Vault, caller: Principal, items: list[Numbered]) -> list[FieldProblem]:
+    """The rule problems of well-formed items (time, reason, unknown numbers), found
+    without writing anything."""
+    with vault.engine.connect() as connection:
+        prepared = ingest.prepare_events(
+            connection,
+            keyring=vault.keyring,
+            policy=vault.policy,
+            tenant_id=caller.tenant_id,
+            items=items,
+            now=vault.clock(),
+        )
+    return [
+        FieldProblem(("events", p.index, *p.problem.loc), p.problem.message)
+        for p in prepared.problems
+    ]
+
+
 @router.post(
     "/events/batch",
     response_model=schemas.IngestOut,
     responses=PROBLEMS,
     summary="Add up to 1,000 scan events, all or nothing",
 )
-async def post_batch(request: Request, caller: Caller, body: BatchIn) -> Response:
+async def post_batch(request: Request, caller: Caller, body: EventBatch) -> Response:
     caller.require("events:write")
-    items = [(item.tracking_number, item.to_domain()) for item in body.events]
+    vault = vault_of(request)
+    items, problems = parse_batch(list(body.events))
+    if problems:
+        problems += await run_in_threadpool(rule_problems, vault, caller, items)
+        problems.sort(key=lambda p: int(p.loc[1]))
+        raise InvalidInput(problems)
     result = await run_in_threadpool(
-        operations.ingest_events, vault=vault_of(request), principal=caller, items=items
+        operations.ingest_events,
+        vault=vault,
+        principal=caller,
+        items=[(number, event) for _, number, event in items],
     )
     return json_response(
         {"accepted": result.accepted, "duplicates": result.duplicates}, headers=PRIVATE
@@ -134,9 +194,16 @@ def tracking_response(view: tracking.TrackingView, if_none_match: str | None) ->
         return Response(body, media_type="application/json", headers=PRIVATE)
     etag = etag_of(body)
     headers = {"ETag": etag, "Cache-Control": "public, max-age=30", "Vary": "Cookie"}
-    if if_none_match and etag in [tag.strip() for tag in if_none_match.split(",")]:
+    if if_none_match and matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
+
+
+def matches(etag: str, if_none_match: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110, 13.1.2): `W/` is ignored, so
+    a proxy that weakens the ETag (gzip does) still gets 304s; `*` matches anything."""
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
 
 
 @router.get(
