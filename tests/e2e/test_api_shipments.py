@@ -19,14 +19,18 @@ ISSUED = re.compile(r"^[0-9A-HJKMNP-TV-Z]{17}$")
 GROUPED = re.compile(r"^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}-[0-9A-HJKMNP-TV-Z]$")
 
 
-def luhn_mod_32_holds(number: str) -> bool:
-    """Luhn mod N over the Crockford alphabet, written out independently of the code
-    under test: doubling every second symbol from the right, the sum is 0 mod 32."""
+def gf32_code_word_holds(number: str) -> bool:
+    """The number read as a polynomial over GF(32) (x^5 + x^2 + 1) has alpha as a root,
+    written out independently of the code under test with Horner's rule."""
+
+    def times_alpha(value: int) -> int:
+        value <<= 1
+        return value ^ 0b100101 if value & 0b100000 else value
+
     total = 0
-    for position, symbol in enumerate(reversed(number)):
-        value = CROCKFORD.index(symbol) * (2 if position % 2 else 1)
-        total += value // 32 + value % 32
-    return total % 32 == 0
+    for symbol in number:
+        total = times_alpha(total) ^ CROCKFORD.index(symbol)
+    return total == 0
 
 
 def create(client: TestClient, key: str, **overrides: Any) -> dict[str, Any]:
@@ -55,7 +59,7 @@ def test_a_shipment_without_a_number_gets_an_issued_one_with_a_valid_check_symbo
     body = response.json()
     number = body["tracking_number"]
     assert ISSUED.match(number)
-    assert luhn_mod_32_holds(number)
+    assert gf32_code_word_holds(number)
     assert GROUPED.match(body["display_number"])
     assert body["display_number"].replace("-", "") == number
     assert response.headers["location"] == f"/api/v1/shipments/{number}"

@@ -40,6 +40,26 @@ def test_every_swap_of_two_different_neighbours_is_caught(value: int, position: 
         assert not tn.is_valid_issued(swapped)
 
 
+def test_every_swap_of_every_pair_of_symbols_is_caught_at_every_position() -> None:
+    body = "0" * 16
+    for position in range(16):
+        for a in tn.ALPHABET:
+            for b in tn.ALPHABET:
+                if a == b:
+                    continue
+                candidate = body[:position] + a + b + body[position + 2 :]
+                number = candidate[:16] + tn.check_symbol(candidate[:16])
+                if number[position] == number[position + 1]:
+                    continue
+                swapped = (
+                    number[:position]
+                    + number[position + 1]
+                    + number[position]
+                    + number[position + 2 :]
+                )
+                assert not tn.is_valid_issued(swapped), (position, a, b)
+
+
 def test_reading_forgives_case_separators_and_look_alike_letters() -> None:
     number = tn.issue(random.Random(7).getrandbits)
     typed = tn.grouped(number).lower().replace("-", " ")

@@ -86,6 +86,9 @@ class DestinationIn(_Strict):
             AfterValidator(_no_nul),
         ]
     ] = Field(min_length=1, max_length=4)
+    notes: Annotated[str, StringConstraints(strip_whitespace=True, max_length=300)] | None = Field(
+        default=None, description="delivery notes for the courier (personal)"
+    )
 
 
 class RecipientIn(_Strict):
@@ -131,6 +134,7 @@ class ShipmentIn(_Strict):
                 city=self.destination.city,
                 postcode=self.destination.postcode,
                 street=tuple(self.destination.street),
+                notes=self.destination.notes or None,
             ),
             recipient=Recipient(
                 name=self.recipient.name, email=self.recipient.email, phone=self.recipient.phone

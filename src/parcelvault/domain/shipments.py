@@ -27,6 +27,7 @@ class Destination:
     postcode: str
     street: tuple[str, ...]
     region: str | None = None
+    notes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class NewShipment:
             "recipient.phone": self.recipient.phone,
             "destination.street": "\n".join(self.destination.street),
             "destination.postcode": self.destination.postcode,
+            "destination.notes": self.destination.notes,
             "origin.postcode": self.origin.postcode,
         }
         return {name: value for name, value in values.items() if value}

@@ -2,11 +2,14 @@
 
 Numbers parcelvault issues carry 80 random bits written as 16 Crockford base32
 symbols, followed by one check symbol, and are shown in groups of four for reading
-(``7KQ2-M9XD-3TAB-R0VW-C``). The check symbol is computed with the Luhn mod N
-algorithm over the 32-symbol Crockford alphabet, which catches every single-symbol
-typo and every swap of two neighbouring symbols; Crockford's own mod-37 check
-symbols (``* ~ $ = U``) were avoided because they are awkward in URLs and on phone
-keyboards.
+(``G2J5-3JDW-E0F7-X90S-N``). The check symbol makes the whole number a code word
+over GF(32): reading each symbol as an element of GF(2^5) and weighting position j
+(of 17, left to right) with alpha^(16-j), the weighted sum is zero. Every weight is
+distinct and non-zero and neighbouring weights differ by the factor alpha != 1, so
+every single-symbol typo and every swap of two different neighbouring symbols
+(the check symbol included) is caught. Crockford's own mod-37 check symbols
+(``* ~ $ = U``) were avoided because they are awkward in URLs and on phone keyboards,
+and a Luhn mod 32 check would miss swaps of ``0`` and ``Z``.
 
 Parsing is forgiving the way Crockford intends: case is ignored, hyphens and spaces
 are dropped, ``O`` reads as ``0`` and ``I``/``L`` as ``1``.
@@ -30,15 +33,33 @@ _SUPPLIED = re.compile(r"^[A-Z0-9]{4,40}$")
 _SEPARATORS = re.compile(r"[\s\-]+")
 
 
+_POLYNOMIAL = 0b100101  # x^5 + x^2 + 1, primitive over GF(2)
+
+
+def _powers_of_alpha() -> list[int]:
+    powers, value = [], 1
+    for _ in range(31):
+        powers.append(value)
+        value <<= 1
+        if value & 0b100000:
+            value ^= _POLYNOMIAL
+    return powers
+
+
+_EXP = _powers_of_alpha()
+_LOG = {value: power for power, value in enumerate(_EXP)}
+
+
+def _times_alpha_to(power: int, value: int) -> int:
+    return 0 if value == 0 else _EXP[(_LOG[value] + power) % 31]
+
+
 def check_symbol(body: str) -> str:
-    """Luhn mod 32 check symbol of a Crockford base32 string."""
-    factor = 2
+    """The symbol that makes `body` + symbol a code word (see the module docstring)."""
     total = 0
-    for symbol in reversed(body):
-        addend = factor * _VALUE[symbol]
-        factor = 1 if factor == 2 else 2
-        total += addend // 32 + addend % 32
-    return ALPHABET[(32 - total % 32) % 32]
+    for offset, symbol in enumerate(reversed(body), start=1):
+        total ^= _times_alpha_to(offset, _VALUE[symbol])
+    return ALPHABET[total]
 
 
 def issue(randbits: Callable[[int], int]) -> str:

@@ -22,6 +22,7 @@ RECORD_FIELDS: dict[str, frozenset[str]] = {
             "recipient.phone",
             "destination.street",
             "destination.postcode",
+            "destination.notes",
             "origin.postcode",
         }
     ),
@@ -34,7 +35,17 @@ PURPOSES = frozenset({"delivery", "notification", "support", "legal", "analytics
 LEGAL_BASES = frozenset(
     {"contract", "legitimate_interest", "consent", "legal_obligation", "vital_interest"}
 )
-KNOWN_TIERS = ("public", "recipient", "merchant")
+KNOWN_TIERS = (
+    "public",
+    "recipient",
+    "merchant",
+    "carrier",
+    "courier",
+    "support",
+    "auditor",
+    "admin",
+)
+STAFF_TIERS = frozenset({"support", "auditor", "admin"})
 _RETENTION = re.compile(r"^(\d{1,5})d after (created|delivered)$")
 
 
@@ -66,7 +77,7 @@ class PolicyError(ValueError):
 
 
 _SYNTAX_LINE = re.compile(r"at line (\d+)")
-_FIELD_KEY = re.compile(r"^fields\.(?P<field>[a-z_]+\.[a-z_]+)(?:\.(?P<rest>[a-z_]+))?")
+_FIELD_KEY = re.compile(r"^fields\.(?P<field>[a-z_]+\.[a-z_]+)(?:\.(?P<rest>[a-z_.]+))?")
 
 
 def locate(text: str, key: str) -> int | None:
@@ -82,15 +93,25 @@ def locate(text: str, key: str) -> int | None:
             if line.split("=")[0].strip() == top:
                 return number
         return None
-    header = f'[fields."{match.group("field")}"]'
+    field_header = f'[fields."{match.group("field")}"]'
+    rest = key[match.end("field") + 1 :].split(".") if match.group("rest") else []
+    if len(rest) > 1:
+        sub_header = f'[fields."{match.group("field")}".{rest[0]}]'
+        found = _key_line(lines, sub_header, rest[1])
+        if found is not None:
+            return found
+    return _key_line(lines, field_header, rest[0] if rest else None)
+
+
+def _key_line(lines: list[str], header: str, name: str | None) -> int | None:
     start = next((n for n, line in enumerate(lines, 1) if line.strip() == header), None)
-    if start is None or match.group("rest") is None:
+    if start is None or name is None:
         return start
     for number in range(start + 1, len(lines) + 1):
         line = lines[number - 1]
         if line.startswith("["):
             break
-        if line.split("=")[0].strip() == match.group("rest"):
+        if line.split("=")[0].strip() == name:
             return number
     return start
 
@@ -115,6 +136,7 @@ class FieldRule:
     retention: Retention
     mask: Mask
     exposure: dict[str, Exposure]
+    reveal: frozenset[str] = frozenset()
 
     def exposure_for(self, tier: str) -> Exposure:
         return self.exposure.get(tier, Exposure.HIDDEN)
@@ -207,6 +229,14 @@ def _field_rule(source: str, name: str, raw: object, tiers: tuple[str, ...]) -> 
     for tier in tiers:
         if tier not in exposure:
             raise PolicyError(source, f"{key}.exposure.{tier}", "missing")
+    reveal = raw.get("reveal", [])
+    if not isinstance(reveal, list):
+        raise PolicyError(source, f"{key}.reveal", "must be a list of staff tiers")
+    for tier in reveal:
+        if tier not in STAFF_TIERS or tier not in tiers:
+            raise PolicyError(
+                source, f"{key}.reveal", f"{tier!r} is not a staff tier of this policy"
+            )
     return FieldRule(
         name=name,
         label=label,
@@ -217,6 +247,7 @@ def _field_rule(source: str, name: str, raw: object, tiers: tuple[str, ...]) -> 
         retention=Retention(days=int(match.group(1)), after=match.group(2)),
         mask=Mask(mask_name),
         exposure=exposure,
+        reveal=frozenset(reveal),
     )
 
 
