@@ -101,6 +101,7 @@ shipments = Table(
     Column("dest_country", String(2), nullable=False),
     Column("dest_region", String(100), nullable=True),
     Column("dest_city", String(100), nullable=False),
+    Column("carrier_tenant_id", Integer, ForeignKey("tenants.id"), nullable=True),
     Column("promised_date", Date, nullable=True),
     Column("status", String(24), nullable=False),
     Column("status_at", UtcDateTime(), nullable=True),
@@ -174,3 +175,71 @@ access_records = Table(
 """Append-only. `reference` (a ticket number typed by staff) is sealed under the
 subject's key like any personal value; `ledger_index` is the record's leaf in the
 transparency log once it is anchored there."""
+
+staff = Table(
+    "staff",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("totp_secret", LargeBinary, nullable=True),
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("disabled_at", UtcDateTime(), nullable=True),
+)
+"""Staff accounts. `password_hash` is argon2id; `totp_secret` is sealed with the
+key-encryption key (never stored in plaintext)."""
+
+staff_sessions = Table(
+    "staff_sessions",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("staff_id", Integer, ForeignKey("staff.id"), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("ended_at", UtcDateTime(), nullable=True),
+)
+"""`id` is the SHA-256 of the session token held in the staff member's cookie."""
+
+reveals = Table(
+    "reveals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("staff_id", Integer, ForeignKey("staff.id"), nullable=False),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("fields", String(400), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("access_record_id", BigInteger, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Index(None, "staff_id", "shipment_id", "expires_at"),
+)
+"""A support reveal: the listed fields in full for that staff member until
+`expires_at`. The stated reason and reference live in the access record."""
+
+routes = Table(
+    "routes",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
+    Column("route_date", Date, nullable=False),
+    Column("starts_at", UtcDateTime(), nullable=False),
+    Column("ends_at", UtcDateTime(), nullable=False),
+    Column("token_hash", LargeBinary(32), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+)
+"""A courier's route for one day; the courier's device holds a token whose SHA-256
+is `token_hash`."""
+
+route_stops = Table(
+    "route_stops",
+    metadata,
+    Column("route_id", String(32), ForeignKey("routes.id"), primary_key=True),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("completed_at", UtcDateTime(), nullable=True),
+    Index(None, "shipment_id"),
+)
