@@ -111,3 +111,13 @@ def test_postcode_digests_ignore_spacing_and_case_but_not_the_shipment() -> None
     assert not keyed_hash.digests_match(
         a, keyed_hash.postcode_digest(key, record_id="r1", postcode="LS1 4AQ")
     )
+
+
+def test_a_service_secret_opens_only_for_its_own_purpose(tmp_path: Path) -> None:
+    create_key_folder(tmp_path / "k")
+    keyring = Keyring(Keys.load(tmp_path / "k"))
+    sealed = keyring.seal_secret(b"totp-seed", "totp:7")
+    assert b"totp-seed" not in sealed
+    assert keyring.open_secret(sealed, "totp:7") == b"totp-seed"
+    with pytest.raises(SealError):
+        keyring.open_secret(sealed, "totp:8")

@@ -100,6 +100,20 @@ class Keyring:
         nonce = os.urandom(NONCE_BYTES)
         return WRAP_VERSION + nonce + self._kek.encrypt(nonce, data_key, subject_id.encode())
 
+    def seal_secret(self, secret: bytes, purpose: str) -> bytes:
+        """Seal a service secret (e.g. a staff TOTP seed) under the key-encryption key."""
+        return self.wrap(secret, f"secret:{purpose}")
+
+    def open_secret(self, sealed: bytes, purpose: str) -> bytes:
+        if sealed[:1] != WRAP_VERSION:
+            raise SealError("unknown sealed-secret format")
+        try:
+            return self._kek.decrypt(
+                sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], f"secret:{purpose}".encode()
+            )
+        except InvalidTag as exc:
+            raise SealError("secret failed to open") from exc
+
     def unwrap(self, wrapped: bytes, subject_id: str) -> AESGCM:
         if wrapped[:1] != WRAP_VERSION:
             raise SealError("unknown wrapped-key format")
