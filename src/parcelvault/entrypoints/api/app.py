@@ -13,7 +13,7 @@ from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
 from parcelvault.entrypoints.api.routes import router
 from parcelvault.entrypoints.web import pages
 from parcelvault.logging_setup import configure_logging
-from parcelvault.services.vault import Vault, build
+from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
 
 DESCRIPTION = """
@@ -50,5 +50,5 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None) 
 
 def factory() -> FastAPI:
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, load_policy(settings))
     return create_app(settings)
