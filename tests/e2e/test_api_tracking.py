@@ -586,6 +586,12 @@ ENDPOINTS = {
     ("/api/v1/track/{tracking_number}", "get"),
     ("/api/v1/track/{tracking_number}/verify", "post"),
 }
+COURIER_ENDPOINTS = {
+    ("/api/v1/routes", "post"),
+    ("/api/v1/routes/{route_id}", "delete"),
+    ("/api/v1/courier/stops", "get"),
+    ("/api/v1/courier/stops/{tracking_number}/complete", "post"),
+}
 
 
 def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> None:
@@ -598,7 +604,7 @@ def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> No
         for method in route.methods
     }
 
-    assert listed == ENDPOINTS
+    assert listed == ENDPOINTS | COURIER_ENDPOINTS
     assert routed == ENDPOINTS
 
 
@@ -669,3 +675,42 @@ def test_the_other_answers_match_their_documented_models(client: TestClient, sho
     schemas.VerifiedOut.model_validate(verified.json())
     problem = schemas.ProblemOut.model_validate(invalid.json())
     assert problem.errors
+
+
+def test_a_cached_public_view_is_replaced_as_soon_as_an_event_arrives(
+    any_client: TestClient, any_shop_key: str
+) -> None:
+    created = any_client.post(
+        "/api/v1/shipments", json=shipment_payload(), headers=bearer(any_shop_key)
+    )
+    number = created.json()["tracking_number"]
+    first = any_client.get(f"/api/v1/track/{number}")
+    again = any_client.get(f"/api/v1/track/{number}")
+    assert first.content == again.content
+    scan = {
+        "event_id": f"hub-{number}",
+        "time": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+        "status": "in_transit",
+    }
+    posted = any_client.post(
+        f"/api/v1/shipments/{number}/events", json=scan, headers=bearer(any_shop_key)
+    )
+    assert posted.status_code == 201
+    after = any_client.get(f"/api/v1/track/{number}")
+    assert after.json()["status"] == "in_transit"
+    assert after.headers["etag"] != first.headers["etag"]
+
+
+def test_a_verified_recipient_never_gets_the_cached_public_view(
+    client: TestClient, shop_key: str
+) -> None:
+    created = client.post("/api/v1/shipments", json=shipment_payload(), headers=bearer(shop_key))
+    number = created.json()["tracking_number"]
+    assert client.get(f"/api/v1/track/{number}").json()["tier"] == "public"
+    assert client.get(f"/api/v1/track/{number}").json()["tier"] == "public"
+    client.cookies.set("unrelated", "x")
+    verified = client.post(f"/api/v1/track/{number}/verify", json={"postcode": "LS1 4AP"})
+    assert verified.status_code == 200
+    view = client.get(f"/api/v1/track/{number}")
+    assert view.json()["tier"] == "recipient"
+    assert view.headers["cache-control"] == "private, no-store"

@@ -24,7 +24,7 @@ def test_init_writes_private_keys_and_the_schema(env: Path) -> None:
     assert [k.name for k in keys] == ["kek.key", "lookup.key", "session.key"]
     assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
     assert stat.S_IMODE((env / "keys").stat().st_mode) == 0o700
-    assert "schema at revision 0001" in result.output
+    assert "schema at revision 0003" in result.output
 
 
 def test_init_refuses_to_overwrite_existing_keys(env: Path) -> None:
@@ -84,3 +84,35 @@ def test_serve_refuses_to_start_without_keys(env: Path) -> None:
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 1
     assert "run `parcelvault init` first" in result.output
+
+
+def test_policy_check_accepts_the_shipped_policy(env: Path) -> None:
+    result = CliRunner().invoke(app, ["policy", "check"])
+    assert result.exit_code == 0, result.output
+    assert "valid; 11 personal fields" in result.output
+
+
+def test_policy_check_names_the_file_line_and_key_of_a_mistake(env: Path) -> None:
+    from parcelvault.privacy.policy import default_policy_text
+
+    broken = env / "mine.toml"
+    broken.write_text(
+        default_policy_text().replace('category = "contact"', 'category = "gossip"', 1)
+    )
+    line = broken.read_text().splitlines().index('category = "gossip"') + 1
+    result = CliRunner().invoke(app, ["policy", "check", str(broken)])
+    assert result.exit_code == 1
+    assert f"mine.toml:{line}: fields.recipient.email.category" in result.output
+
+
+def test_policy_check_warns_about_a_public_phone_number(env: Path) -> None:
+    from parcelvault.privacy.policy import default_policy_text
+
+    text = default_policy_text()
+    start = text.index('[fields."recipient.phone"]')
+    head, tail = text[:start], text[start:]
+    risky = env / "risky.toml"
+    risky.write_text(head + tail.replace('public = "hidden"', 'public = "full"', 1))
+    result = CliRunner().invoke(app, ["policy", "check", str(risky)])
+    assert result.exit_code == 0, result.output
+    assert "warning: fields.recipient.phone: anyone with a tracking number" in result.output

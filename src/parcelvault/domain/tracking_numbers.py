@@ -54,11 +54,15 @@ def _times_alpha_to(power: int, value: int) -> int:
     return 0 if value == 0 else _EXP[(_LOG[value] + power) % 31]
 
 
+# _WEIGHTED[offset][symbol value] = alpha^offset * value, for every position of a number.
+_WEIGHTED = [[_times_alpha_to(offset, value) for value in range(32)] for offset in range(32)]
+
+
 def check_symbol(body: str) -> str:
     """The symbol that makes `body` + symbol a code word (see the module docstring)."""
     total = 0
     for offset, symbol in enumerate(reversed(body), start=1):
-        total ^= _times_alpha_to(offset, _VALUE[symbol])
+        total ^= _WEIGHTED[offset % 31][_VALUE[symbol]]
     return ALPHABET[total]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,7 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
+from parcelvault.entrypoints import cli_data, cli_staff
 from parcelvault.settings import Settings
 
 app = typer.Typer(
@@ -20,6 +22,8 @@ tenants_app = typer.Typer(
     no_args_is_help=True, help="Tenants (shops, carriers) and their API keys."
 )
 app.add_typer(tenants_app, name="tenants")
+policy_app = typer.Typer(no_args_is_help=True, help="The privacy policy file.")
+app.add_typer(policy_app, name="policy")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -153,6 +157,42 @@ def tenants_list() -> None:
         for name, created, count in store.list_tenants(connection):
             table.add_row(name, created.date().isoformat(), str(count))
     out.print(table)
+
+
+cli_data.register(app)
+
+
+@policy_app.command("check")
+def policy_check(
+    path: Annotated[Path | None, typer.Argument(help="default: the policy in use")] = None,
+) -> None:
+    """Validate a policy file and warn about risky choices; exit 1 on an error."""
+    from parcelvault.privacy.policy import (
+        PolicyError,
+        default_policy_text,
+        load_policy_text,
+        risky_choices,
+    )
+
+    chosen = path or Settings().policy
+    source = str(chosen) if chosen else "the shipped default policy"
+    try:
+        text = chosen.read_text() if chosen else default_policy_text()
+        policy = load_policy_text(text, source)
+    except OSError as exc:
+        raise fail(f"cannot read {source}: {exc.strerror}") from exc
+    except PolicyError as exc:
+        raise fail(str(exc)) from exc
+    warnings = risky_choices(policy)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(
+        f"{source}: valid; {len(policy.fields)} personal fields, tiers {', '.join(policy.tiers)}"
+        + (f"; {len(warnings)} warning(s)" if warnings else "")
+    )
+
+
+cli_staff.register(app)
 
 
 def main() -> None:

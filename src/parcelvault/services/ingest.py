@@ -14,8 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
 
 from parcelvault.adapters.db import store
+from parcelvault.adapters.db.store import AnyRow
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.sealing import associated_data, seal
@@ -150,6 +150,7 @@ def prepare_shipments(
     tenant_id: int,
     items: Sequence[tuple[int, NewShipment]],
     now: datetime,
+    carriers: Mapping[int, str] | None = None,
 ) -> PreparedShipments:
     """Seal and shape a batch of new shipments.
 
@@ -157,8 +158,12 @@ def prepare_shipments(
     not prepared again: the API answers 409, the importer counts it so reruns are
     no-ops. A number in parcelvault's own issued format that another tenant holds is a
     problem: issued numbers must stay unique, or public tracking could not find them.
+    `carriers` names, by item index, the tenant that will carry the shipment.
     """
     prepared = PreparedShipments()
+    carrier_ids, bad_carrier = _carrier_ids(connection, tenant_id, carriers or {})
+    prepared.problems.extend(bad_carrier)
+    rejected = {problem.index for problem in bad_carrier}
     numbered: list[tuple[int, NewShipment, str, bool]] = []
     seen: set[str] = set()
     for index, shipment in items:
@@ -180,6 +185,8 @@ def prepare_shipments(
     keys = SubjectKeys(connection, keyring, now)
     pending: list[tuple[int, NewShipment, str, bool, str]] = []
     for index, shipment, number, issued in numbered:
+        if index in rejected:
+            continue
         if number in taken:
             prepared.already_stored.append(index)
             continue
@@ -194,7 +201,7 @@ def prepare_shipments(
         pending.append((index, shipment, number, issued, subject or secrets.token_hex(32)))
     keys.load([subject for *_, subject in pending])
     for index, shipment, number, issued, subject in pending:
-        record_id = uuid.uuid4().hex
+        record_id = new_record_id()
         prepared.tracking_numbers[index] = number
         prepared.rows.append(
             {
@@ -214,6 +221,7 @@ def prepare_shipments(
                 "dest_country": shipment.destination.country,
                 "dest_region": shipment.destination.region,
                 "dest_city": shipment.destination.city,
+                "carrier_tenant_id": carrier_ids.get(index),
                 "promised_date": shipment.promised_date,
                 "status": Status.PENDING.value,
                 "status_at": None,
@@ -229,6 +237,26 @@ def prepare_shipments(
     return prepared
 
 
+def _carrier_ids(
+    connection: Connection, tenant_id: int, carriers: Mapping[int, str]
+) -> tuple[dict[int, int], list[Problem]]:
+    """The carrier tenant id of each item that names one, and a problem for each
+    item whose carrier is unknown or the owner itself."""
+    known = store.tenant_ids_by_name(connection, carriers.values())
+    resolved: dict[int, int] = {}
+    problems: list[Problem] = []
+    for index, name in carriers.items():
+        carrier_id = known.get(name)
+        if carrier_id is None:
+            problems.append(Problem(index, FieldProblem(("carrier",), "no tenant has this name")))
+        elif carrier_id == tenant_id:
+            message = "names your own tenant; leave it out for shipments you deliver yourself"
+            problems.append(Problem(index, FieldProblem(("carrier",), message)))
+        else:
+            resolved[index] = carrier_id
+    return resolved, problems
+
+
 def write_shipments(connection: Connection, prepared: PreparedShipments) -> None:
     store.insert_subjects(connection, prepared.subjects)
     for subject_id, wrapped in prepared.rekeyed:
@@ -236,9 +264,46 @@ def write_shipments(connection: Connection, prepared: PreparedShipments) -> None
     store.insert_shipments(connection, prepared.rows, prepared.sealed)
 
 
+def new_record_id() -> str:
+    """32 hex digits, time-ordered (48-bit milliseconds, then 80 random bits), so new
+    shipments and their sealed fields append to the end of their indexes instead of
+    landing at random places in them."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
 def event_row_id(tenant_id: int, event_id: str) -> str:
-    """Row id derived from the idempotency key, so a replay writes onto the same ids."""
+    """The record id that an event's sealed proof fields are stored under, derived from
+    the idempotency key so a replay writes onto the same ids."""
     return hashlib.sha256(f"{tenant_id}\x1f{event_id}".encode()).hexdigest()[:32]
+
+
+NOT_HANDLED = "no shipment of yours has this number"
+SHARED_NUMBER = "is shared by several shipments you carry; cannot tell which one"
+
+
+def handled_by_number(
+    connection: Connection, tenant_id: int, numbers: Sequence[str]
+) -> tuple[dict[str, AnyRow], set[str]]:
+    """The shipment each number denotes for a tenant that owns or carries shipments:
+    its own first (another tenant cannot take a number away from its owner by naming
+    it carrier), else the single shipment it carries with that number. Numbers that
+    several carried shipments share, and none owned, come back in the second item."""
+    found: dict[str, AnyRow] = {}
+    carried: dict[str, list[AnyRow]] = {}
+    for row in store.shipments_handled_by(connection, tenant_id, numbers):
+        if row.tenant_id == tenant_id:
+            found[row.tracking_number] = row
+        else:
+            carried.setdefault(row.tracking_number, []).append(row)
+    shared: set[str] = set()
+    for number, rows in carried.items():
+        if number in found:
+            continue
+        if len(rows) == 1:
+            found[number] = rows[0]
+        else:
+            shared.add(number)
+    return found, shared
 
 
 def prepare_events(
@@ -253,15 +318,18 @@ def prepare_events(
     """Check, seal and shape a batch of (index, tracking number, event)."""
     prepared = PreparedEvents()
     candidates: list[tuple[int, str, ScanEvent]] = []
+    canonical: dict[str, str | None] = {}
     for index, raw_number, event in items:
         problems = event_problems(event, now=now)
-        number = tracking_numbers.for_lookup(raw_number)
+        if raw_number not in canonical:
+            canonical[raw_number] = tracking_numbers.for_lookup(raw_number)
+        number = canonical[raw_number]
         if number is None:
             problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
         prepared.problems.extend(Problem(index, p) for p in problems)
         if not problems and number is not None:
             candidates.append((index, number, event))
-    shipments = store.shipments_by_number(connection, tenant_id, [n for _, n, _ in candidates])
+    shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
     stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
     keys = SubjectKeys(connection, keyring, now)
     keys.load(sorted({s.subject_id for s in shipments.values()}))
@@ -271,12 +339,8 @@ def prepare_events(
     for offset, (index, number, event) in enumerate(candidates):
         shipment = shipments.get(number)
         if shipment is None:
-            prepared.problems.append(
-                Problem(
-                    index,
-                    FieldProblem(("tracking_number",), "no shipment of yours has this number"),
-                )
-            )
+            message = SHARED_NUMBER if number in shared else NOT_HANDLED
+            prepared.problems.append(Problem(index, FieldProblem(("tracking_number",), message)))
             continue
         if event.event_id in stored or event.event_id in seen:
             prepared.duplicates.append(index)
@@ -289,7 +353,6 @@ def prepare_events(
         offset_delta = event.time.utcoffset()
         prepared.rows.append(
             {
-                "id": row_id,
                 "shipment_id": shipment.id,
                 "tenant_id": tenant_id,
                 "event_id": event.event_id,

@@ -21,7 +21,7 @@ class IngestResult:
 
 
 def create_shipment(
-    *, vault: Vault, principal: Principal, shipment: NewShipment
+    *, vault: Vault, principal: Principal, shipment: NewShipment, carrier: str | None = None
 ) -> tracking.TrackingView:
     now = vault.clock()
     try:
@@ -33,6 +33,7 @@ def create_shipment(
                 tenant_id=principal.tenant_id,
                 items=[(0, shipment)],
                 now=now,
+                carriers={0: carrier} if carrier else None,
             )
             if prepared.already_stored:
                 raise Conflict("you already have a shipment with this number")

@@ -26,6 +26,7 @@ from parcelvault.domain.errors import Locked, NotFound
 from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
 from parcelvault.privacy.access import Viewer, access_for
 from parcelvault.privacy.disclosure import disclose, fields_needed
+from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
 
 log = logging.getLogger("parcelvault.tracking")
@@ -103,13 +104,17 @@ def build_view(
     event_rows = store.events_of(connection, shipment.id)
     shipment_fields = fields_needed(record="shipment", tier=tier, policy=policy)
     event_fields = fields_needed(record="event", tier=tier, policy=policy)
-    proof_ids = [e.id for e in event_rows if e.has_proof] if event_fields else []
+    proof_ids = (
+        {e.id: event_row_id(e.tenant_id, e.event_id) for e in event_rows if e.has_proof}
+        if event_fields
+        else {}
+    )
     opened: dict[str, dict[str, str]] = {}
     erased = shipment.wrapped_key is None
     if not erased and (shipment_fields or proof_ids):
         cipher = vault.keyring.unwrap(shipment.wrapped_key, shipment.subject_id)
         sealed = store.sealed_values(
-            connection, [shipment.id, *proof_ids], shipment_fields | event_fields
+            connection, [shipment.id, *proof_ids.values()], shipment_fields | event_fields
         )
         for row in sealed:
             record_id, name, value = row.record_id, row.field, row.value
@@ -123,7 +128,11 @@ def build_view(
                 )
     personal = disclose(opened.get(shipment.id, {}), record="shipment", tier=tier, policy=policy)
     proofs = {
-        row.id: disclose(opened.get(row.id, {}), record="event", tier=tier, policy=policy)
+        row.id: disclose(
+            opened.get(proof_ids[row.id], {}), record="event", tier=tier, policy=policy
+        )
+        if row.id in proof_ids
+        else {}
         for row in event_rows
     }
     timeline = tuple(_entry(row, proofs[row.id]) for row in event_rows)
@@ -142,7 +151,7 @@ def build_view(
         tier=tier,
         tracking_number=shipment.tracking_number,
         display_number=tracking_numbers.grouped(shipment.tracking_number),
-        tenant=shipment.tenant_name if show_tenant else None,
+        tenant=shipment.tenant_name if tier in ("merchant", "carrier") else None,
         status=status,
         status_label=LABELS[status],
         status_at=shipment.status_at,
@@ -175,6 +184,49 @@ def _entry(row: AnyRow, proof: dict[str, str]) -> TimelineEntry:
     )
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """Which shipment a lookup is about, its version, and who is looking."""
+
+    shipment_id: str
+    version: int
+    viewer: Viewer
+
+
+def resolve(
+    *,
+    vault: Vault,
+    raw_number: str,
+    cookies: Mapping[str, str],
+    tenant: str | None = None,
+) -> Resolved:
+    """One indexed query. The viewer is the recipient when the request carries a
+    valid, unexpired verification cookie for this very shipment, else the public.
+    Numbers shared by two tenants resolve only with the tenant named; every miss
+    raises the same NotFound."""
+    number = tracking_numbers.for_lookup(raw_number)
+    if number is None:
+        raise NotFound()
+    with vault.engine.connect() as connection:
+        heads = store.shipment_heads(connection, number, tenant)
+    if len(heads) != 1:
+        raise NotFound()
+    shipment_id, version = heads[0]
+    token = cookies.get(cookie_name(shipment_id))
+    verified = token is not None and (
+        read_recipient_token(vault.keyring.session_key, token, vault.clock()) == shipment_id
+    )
+    return Resolved(shipment_id, version, RECIPIENT if verified else PUBLIC)
+
+
+def view_of(*, vault: Vault, resolved: Resolved) -> TrackingView:
+    with vault.engine.begin() as connection:
+        shipment = store.shipment_by_id(connection, resolved.shipment_id)
+        if shipment is None:
+            raise NotFound()
+        return build_view(connection, vault=vault, shipment=shipment, viewer=resolved.viewer)
+
+
 def track(
     *,
     vault: Vault,
@@ -182,16 +234,9 @@ def track(
     cookies: Mapping[str, str],
     tenant: str | None = None,
 ) -> TrackingView:
-    """The public view, or the recipient view when the request carries a valid,
-    unexpired verification cookie for this very shipment."""
-    with vault.engine.connect() as connection:
-        shipment = find_shipment(connection, raw_number, tenant)
-        token = cookies.get(cookie_name(shipment.id))
-        verified = token is not None and (
-            read_recipient_token(vault.keyring.session_key, token, vault.clock()) == shipment.id
-        )
-        viewer = RECIPIENT if verified else PUBLIC
-        return build_view(connection, vault=vault, shipment=shipment, viewer=viewer)
+    """The public view, or the recipient view for a verified recipient."""
+    resolved = resolve(vault=vault, raw_number=raw_number, cookies=cookies, tenant=tenant)
+    return view_of(vault=vault, resolved=resolved)
 
 
 def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
@@ -202,6 +247,26 @@ def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingV
         if owned is None:
             raise NotFound()
         return build_view(connection, vault=vault, shipment=owned, viewer=viewer)
+
+
+def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
+    """A tenant's view of a shipment it owns (tier merchant) or is assigned to carry
+    (tier carrier). Its own shipment wins when a carried one shares the number; any
+    other shipment, and a number several carried shipments share, is NotFound."""
+    number = tracking_numbers.for_lookup(raw_number)
+    if number is None:
+        raise NotFound()
+    with vault.engine.begin() as connection:
+        rows = store.shipments_handled_for_tracking(connection, tenant_id, number)
+        owned = [row for row in rows if row.tenant_id == tenant_id]
+        if owned:
+            shipment, tier = owned[0], "merchant"
+        elif len(rows) == 1:
+            shipment, tier = rows[0], "carrier"
+        else:
+            raise NotFound()
+        viewer = Viewer(tier=tier, actor_kind="tenant", actor_id=str(tenant_id))
+        return build_view(connection, vault=vault, shipment=shipment, viewer=viewer)
 
 
 # --- recipient verification -------------------------------------------------------

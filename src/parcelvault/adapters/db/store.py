@@ -7,16 +7,31 @@ case that writes several tables commits all of them or none.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import Connection, Insert, Row, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Date,
+    Insert,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from parcelvault.adapters.db.tables import (
+    UtcDateTime,
     access_records,
     api_keys,
     events,
+    route_stops,
+    routes,
     sealed_fields,
     shipments,
     subjects,
@@ -34,6 +49,63 @@ def insert_ignoring_duplicates(connection: Connection, table: Table) -> Insert:
     if connection.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+_COMPILED: dict[tuple[str, str, bool, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    """The text form SQLAlchemy's SQLite dialect stores a DateTime in (naive UTC), so
+    rows written either way compare and sort alike."""
+    utc = value.astimezone(UTC)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}"
+    )
+
+
+def _sqlite_value(value: Any, stamp: bool, day: bool) -> Any:
+    if value is None:
+        return None
+    if stamp:
+        return _sqlite_datetime(value)
+    if day:
+        return value.isoformat()
+    return value
+
+
+def bulk_insert(
+    connection: Connection, table: Table, rows: list[dict[str, Any]], *, skip_duplicates: bool
+) -> None:
+    """executemany straight to the driver, for the ingest hot path.
+
+    The statement is compiled once per table, column set and dialect; rows go to the
+    DBAPI as plain tuples (SQLite) or dicts (PostgreSQL), skipping SQLAlchemy's per-row
+    parameter processing, which cost more than the insert itself. The only type that
+    needs converting by hand is the UTC timestamp on SQLite.
+    """
+    if not rows:
+        return
+    keys = tuple(rows[0])
+    dialect = connection.dialect
+    cache_key = (table.name, dialect.name, skip_duplicates, keys)
+    if cache_key not in _COMPILED:
+        statement = (
+            insert_ignoring_duplicates(connection, table) if skip_duplicates else table.insert()
+        )
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        _COMPILED[cache_key] = (str(compiled), tuple(compiled.positiontup or ()))
+    sql, order = _COMPILED[cache_key]
+    if dialect.paramstyle == "qmark":
+        stamps = {name for name in order if isinstance(table.c[name].type, UtcDateTime)}
+        days = {name for name in order if isinstance(table.c[name].type, Date)}
+        params: Any = [
+            tuple(_sqlite_value(row[name], name in stamps, name in days) for name in order)
+            for row in rows
+        ]
+    else:
+        params = rows
+    connection.exec_driver_sql(sql, params)
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -82,6 +154,15 @@ def api_key_owner(connection: Connection, key_hash: bytes) -> AnyRow | None:
     return connection.execute(_KEY_LOOKUP, {"key_hash": key_hash}).first()
 
 
+def tenant_ids_by_name(connection: Connection, names: Iterable[str]) -> dict[str, int]:
+    wanted = sorted(set(names))
+    found: dict[str, int] = {}
+    for chunk in _chunks(wanted):
+        query = select(tenants.c.name, tenants.c.id).where(tenants.c.name.in_(chunk))
+        found.update({row.name: row.id for row in connection.execute(query)})
+    return found
+
+
 def list_tenants(connection: Connection) -> Sequence[AnyRow]:
     counts = (
         select(shipments.c.tenant_id, func.count().label("shipments"))
@@ -109,8 +190,7 @@ def wrapped_keys(connection: Connection, subject_ids: Iterable[str]) -> dict[str
 
 
 def insert_subjects(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert_ignoring_duplicates(connection, subjects), rows)
+    bulk_insert(connection, subjects, rows, skip_duplicates=True)
 
 
 def rekey_subject(connection: Connection, subject_id: str, wrapped_key: bytes) -> None:
@@ -153,10 +233,8 @@ def tracking_numbers_of_others(
 def insert_shipments(
     connection: Connection, shipment_rows: list[dict[str, Any]], sealed_rows: list[dict[str, Any]]
 ) -> None:
-    if shipment_rows:
-        connection.execute(shipments.insert(), shipment_rows)
-    if sealed_rows:
-        connection.execute(insert_ignoring_duplicates(connection, sealed_fields), sealed_rows)
+    bulk_insert(connection, shipments, shipment_rows, skip_duplicates=False)
+    bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
 
 
 def shipments_by_number(
@@ -176,15 +254,63 @@ def shipments_by_number(
     return found
 
 
-_TRACKED = (
+def shipments_handled_by(
+    connection: Connection, tenant_id: int, numbers: Iterable[str]
+) -> list[AnyRow]:
+    """Shipments with these numbers that the tenant owns or is assigned to carry."""
+    wanted = sorted(set(numbers))
+    found: list[AnyRow] = []
+    for chunk in _chunks(wanted):
+        query = select(
+            shipments.c.id,
+            shipments.c.tenant_id,
+            shipments.c.tracking_number,
+            shipments.c.subject_id,
+            shipments.c.status,
+            shipments.c.status_at,
+            shipments.c.status_arrival,
+        ).where(
+            or_(shipments.c.tenant_id == tenant_id, shipments.c.carrier_tenant_id == tenant_id),
+            shipments.c.tracking_number.in_(chunk),
+        )
+        found.extend(connection.execute(query))
+    return found
+
+
+_SHIPMENT = (
     select(shipments, subjects.c.wrapped_key, tenants.c.name.label("tenant_name"))
     .join(subjects, subjects.c.id == shipments.c.subject_id)
     .join(tenants, tenants.c.id == shipments.c.tenant_id)
-    .where(shipments.c.tracking_number == bindparam("tn"))
 )
+_TRACKED = _SHIPMENT.where(shipments.c.tracking_number == bindparam("tn"))
 _BY_NUMBER = _TRACKED.limit(2)
 _BY_NUMBER_OF_TENANT_NAMED = _TRACKED.where(tenants.c.name == bindparam("tenant_name"))
 _BY_NUMBER_OF_TENANT = _TRACKED.where(shipments.c.tenant_id == bindparam("tenant_id"))
+
+
+_BY_ID = _SHIPMENT.where(shipments.c.id == bindparam("sid"))
+_HEAD = select(shipments.c.id, shipments.c.version).where(
+    shipments.c.tracking_number == bindparam("tn")
+)
+_HEADS = _HEAD.limit(2)
+_HEADS_OF_TENANT_NAMED = _HEAD.join(tenants, tenants.c.id == shipments.c.tenant_id).where(
+    tenants.c.name == bindparam("tenant_name")
+)
+
+
+def shipment_heads(
+    connection: Connection, tracking_number: str, tenant_name: str | None = None
+) -> Sequence[AnyRow]:
+    """(id, version) of at most two shipments with this number: the one query of a
+    public lookup whose view is cached."""
+    if tenant_name is not None:
+        params = {"tn": tracking_number, "tenant_name": tenant_name}
+        return connection.execute(_HEADS_OF_TENANT_NAMED, params).all()
+    return connection.execute(_HEADS, {"tn": tracking_number}).all()
+
+
+def shipment_by_id(connection: Connection, shipment_id: str) -> AnyRow | None:
+    return connection.execute(_BY_ID, {"sid": shipment_id}).first()
 
 
 def shipments_for_tracking(
@@ -202,6 +328,22 @@ def shipment_of_tenant(
 ) -> AnyRow | None:
     params = {"tn": tracking_number, "tenant_id": tenant_id}
     return connection.execute(_BY_NUMBER_OF_TENANT, params).first()
+
+
+_BY_NUMBER_HANDLED = _TRACKED.where(
+    or_(
+        shipments.c.tenant_id == bindparam("tenant_id"),
+        shipments.c.carrier_tenant_id == bindparam("tenant_id"),
+    )
+)
+
+
+def shipments_handled_for_tracking(
+    connection: Connection, tenant_id: int, tracking_number: str
+) -> Sequence[AnyRow]:
+    """Shipments with this number that the tenant owns or carries, ready for a view."""
+    params = {"tn": tracking_number, "tenant_id": tenant_id}
+    return connection.execute(_BY_NUMBER_HANDLED, params).all()
 
 
 _EVENTS_OF = (
@@ -262,21 +404,30 @@ _ADVANCE_STATUS = (
 )
 
 
+_BUMP_VERSION = (
+    update(shipments)
+    .where(shipments.c.id == bindparam("sid"))
+    .values(version=shipments.c.version + 1)
+)
+
+
 def insert_events(
     connection: Connection,
     event_rows: list[dict[str, Any]],
     sealed_rows: list[dict[str, Any]],
     status_updates: list[dict[str, Any]],
 ) -> None:
-    """Insert events (skipping ids already stored) and move each shipment's current
-    status forward only if the new event is later than the one it has; the condition is
-    in the UPDATE itself, so concurrent writers cannot move a status backwards."""
-    if event_rows:
-        connection.execute(insert_ignoring_duplicates(connection, events), event_rows)
-    if sealed_rows:
-        connection.execute(insert_ignoring_duplicates(connection, sealed_fields), sealed_rows)
+    """Insert events (skipping ids already stored), move each shipment's current
+    status forward only if the new event is later than the one it has (the condition is
+    in the UPDATE itself, so concurrent writers cannot move a status backwards), and
+    advance the `version` of every shipment touched, which invalidates cached views."""
+    bulk_insert(connection, events, event_rows, skip_duplicates=True)
+    bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
     if status_updates:
         connection.execute(_ADVANCE_STATUS, status_updates)
+    touched = sorted({row["shipment_id"] for row in event_rows})
+    if touched:
+        connection.execute(_BUMP_VERSION, [{"sid": sid} for sid in touched])
 
 
 # --- access records ---------------------------------------------------------------
@@ -306,6 +457,59 @@ def accesses_of_shipment(connection: Connection, shipment_id: str) -> Sequence[A
         .order_by(access_records.c.at.desc(), access_records.c.id.desc())
     )
     return connection.execute(query).all()
+
+
+# --- courier routes -------------------------------------------------------------
+
+
+def insert_route(
+    connection: Connection, route: dict[str, Any], stop_rows: list[dict[str, Any]]
+) -> None:
+    connection.execute(routes.insert().values(**route))
+    if stop_rows:
+        connection.execute(route_stops.insert(), stop_rows)
+
+
+def route_by_token_hash(connection: Connection, token_hash: bytes) -> AnyRow | None:
+    return connection.execute(select(routes).where(routes.c.token_hash == token_hash)).first()
+
+
+def route_of_tenant(connection: Connection, tenant_id: int, route_id: str) -> AnyRow | None:
+    query = select(routes).where(routes.c.id == route_id, routes.c.tenant_id == tenant_id)
+    return connection.execute(query).first()
+
+
+def revoke_route(connection: Connection, route_id: str, now: datetime) -> None:
+    connection.execute(
+        update(routes)
+        .where(routes.c.id == route_id, routes.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+_STOPS_OF_ROUTE = (
+    _SHIPMENT.add_columns(route_stops.c.position, route_stops.c.completed_at)
+    .join(route_stops, route_stops.c.shipment_id == shipments.c.id)
+    .where(route_stops.c.route_id == bindparam("route_id"))
+    .order_by(route_stops.c.position)
+)
+
+
+def stops_of_route(connection: Connection, route_id: str) -> Sequence[AnyRow]:
+    """The route's stops in order, each with the shipment columns a view is built from."""
+    return connection.execute(_STOPS_OF_ROUTE, {"route_id": route_id}).all()
+
+
+def complete_stop(connection: Connection, route_id: str, shipment_id: str, now: datetime) -> None:
+    connection.execute(
+        update(route_stops)
+        .where(
+            route_stops.c.route_id == route_id,
+            route_stops.c.shipment_id == shipment_id,
+            route_stops.c.completed_at.is_(None),
+        )
+        .values(completed_at=now)
+    )
 
 
 # --- recipient verification -------------------------------------------------------

@@ -106,6 +106,7 @@ shipments = Table(
     Column("status", String(24), nullable=False),
     Column("status_at", UtcDateTime(), nullable=True),
     Column("status_arrival", BigInteger, nullable=False),
+    Column("version", BigInteger, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime(), nullable=False),
     UniqueConstraint("tenant_id", "tracking_number"),
     Index(None, "tracking_number"),
@@ -114,7 +115,9 @@ shipments = Table(
 events = Table(
     "events",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
     Column("tenant_id", Integer, ForeignKey("tenants.id"), nullable=False),
     Column("event_id", String(100), nullable=False),

@@ -3,15 +3,19 @@ import time. `factory()` is the entry point uvicorn calls in each worker process
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from fastapi import FastAPI
 
 from parcelvault import __version__
 from parcelvault.entrypoints.api import problems
+from parcelvault.entrypoints.api.courier_routes import courier_router
+from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
+from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
-from parcelvault.entrypoints.web import pages
+from parcelvault.entrypoints.web import pages, staff_pages
 from parcelvault.logging_setup import configure_logging
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
@@ -35,9 +39,14 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None) 
         redoc_url=None,
     )
     app.state.vault = vault
+    public_cache = VersionedCache[tuple[bytes, str]]()
+    app.state.public_cache = public_cache
     problems.install(app)
     app.include_router(router)
+    app.include_router(courier_router)
     pages.install(app)
+    staff_pages.install(app)
+    app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
     app.add_middleware(
         PublicRateLimit,
         rate=settings.public_rate_limit,
@@ -51,4 +60,9 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None) 
 def factory() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, load_policy(settings))
-    return create_app(settings)
+    app = create_app(settings)
+    # Everything built so far lives as long as the process: move it out of the
+    # collector's reach, so full collections stay short and do not stall requests.
+    gc.collect()
+    gc.freeze()
+    return app

@@ -10,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from parcelvault.adapters.wire import BatchEventIn, EventIn, ShipmentIn
-from parcelvault.domain.errors import FieldProblem, InvalidInput, Unauthenticated
+from parcelvault.domain.errors import FieldProblem, InvalidInput, NotFound, Unauthenticated
 from parcelvault.domain.shipments import ScanEvent
 from parcelvault.entrypoints.api import schemas
+from parcelvault.entrypoints.api.public_cache import VersionedCache, matches
 from parcelvault.entrypoints.api.views_json import view_to_json
 from parcelvault.services import ingest, operations, tracking
 from parcelvault.services.tenants import Principal, authenticate
@@ -52,6 +53,55 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 PRIVATE = {"Cache-Control": "private, no-store", "Vary": "Cookie, Authorization"}
 
 
+# The public lookup is the hottest path; it is declared first so routing finds it first.
+TRACK_PARAMETERS = [
+    {
+        "name": "tenant",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "maxLength": 64},
+        "description": "the tenant's name, for a carrier number that several tenants use",
+    },
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string"},
+        "description": "an ETag of an earlier public response: 304 if unchanged",
+    },
+]
+
+
+@router.get(
+    "/track/{tracking_number}",
+    response_model=schemas.TrackingOut,
+    responses={**PROBLEMS, 304: {"description": "not modified (If-None-Match)"}},
+    summary="Track a parcel: the public view, or the recipient view after verification",
+    openapi_extra={"parameters": TRACK_PARAMETERS},
+)
+async def get_tracking(request: Request, tracking_number: str) -> Response:
+    """The hot path: one indexed query, then cached bytes for the public tier. Query and
+    header parameters are read from the request directly (declared for the OpenAPI
+    document above) to keep per-request work small."""
+    vault = vault_of(request)
+    tenant = request.query_params.get("tenant")
+    if tenant is not None and len(tenant) > 64:
+        raise NotFound()
+    resolved = tracking.resolve(
+        vault=vault, raw_number=tracking_number, cookies=request.cookies, tenant=tenant
+    )
+    if resolved.viewer.tier != "public":
+        view = tracking.view_of(vault=vault, resolved=resolved)
+        return json_response(view_to_json(view), headers=PRIVATE)
+    cache = public_cache(request)
+    cached = cache.get("json", resolved.shipment_id, resolved.version)
+    if cached is None:
+        body = orjson.dumps(view_to_json(tracking.view_of(vault=vault, resolved=resolved)))
+        cached = (body, etag_of(body))
+        cache.put("json", resolved.shipment_id, resolved.version, cached)
+    return public_response(*cached, request.headers.get("if-none-match"))
+
+
 @router.post(
     "/shipments",
     status_code=201,
@@ -63,7 +113,11 @@ async def create_shipment(request: Request, caller: Caller, body: ShipmentIn) ->
     caller.require("shipments:write")
     vault = vault_of(request)
     view = await run_in_threadpool(
-        operations.create_shipment, vault=vault, principal=caller, shipment=body.to_domain()
+        operations.create_shipment,
+        vault=vault,
+        principal=caller,
+        shipment=body.to_domain(),
+        carrier=body.carrier,
     )
     location = f"/api/v1/shipments/{view.tracking_number}"
     return json_response(view_to_json(view), 201, {**PRIVATE, "Location": location})
@@ -73,11 +127,11 @@ async def create_shipment(request: Request, caller: Caller, body: ShipmentIn) ->
     "/shipments/{tracking_number}",
     response_model=schemas.TrackingOut,
     responses=PROBLEMS,
-    summary="Your own shipment, as the policy shows it to its merchant",
+    summary="A shipment you own (merchant tier) or carry (carrier tier), as the policy shows it",
 )
 async def get_shipment(request: Request, caller: Caller, tracking_number: str) -> Response:
     caller.require("shipments:read")
-    view = tracking.merchant_view(
+    view = tracking.tenant_view(
         vault=vault_of(request), tenant_id=caller.tenant_id, raw_number=tracking_number
     )
     return json_response(view_to_json(view), headers=PRIVATE)
@@ -188,43 +242,16 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
-def tracking_response(view: tracking.TrackingView, if_none_match: str | None) -> Response:
-    body = orjson.dumps(view_to_json(view))
-    if view.tier != "public":
-        return Response(body, media_type="application/json", headers=PRIVATE)
-    etag = etag_of(body)
+def public_response(body: bytes, etag: str, if_none_match: str | None) -> Response:
     headers = {"ETag": etag, "Cache-Control": "public, max-age=30", "Vary": "Cookie"}
     if if_none_match and matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
 
-def matches(etag: str, if_none_match: str) -> bool:
-    """If-None-Match uses the weak comparison (RFC 9110, 13.1.2): `W/` is ignored, so
-    a proxy that weakens the ETag (gzip does) still gets 304s; `*` matches anything."""
-    tags = [tag.strip() for tag in if_none_match.split(",")]
-    return "*" in tags or etag in [tag.removeprefix("W/") for tag in tags]
-
-
-@router.get(
-    "/track/{tracking_number}",
-    response_model=schemas.TrackingOut,
-    responses={**PROBLEMS, 304: {"description": "not modified (If-None-Match)"}},
-    summary="Track a parcel: the public view, or the recipient view after verification",
-)
-async def get_tracking(
-    request: Request,
-    tracking_number: str,
-    tenant: Annotated[str | None, Query(max_length=64)] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    view = tracking.track(
-        vault=vault_of(request),
-        raw_number=tracking_number,
-        cookies=request.cookies,
-        tenant=tenant,
-    )
-    return tracking_response(view, if_none_match)
+def public_cache(request: Request) -> VersionedCache[tuple[bytes, str]]:
+    cache: VersionedCache[tuple[bytes, str]] = request.app.state.public_cache
+    return cache
 
 
 class PostcodeIn(BaseModel):

@@ -21,6 +21,9 @@ class AddressOut(BaseModel):
     city: str | None
     postcode: str | None = Field(default=None, description="recipient tier and above")
     street: list[str] | None = Field(default=None, description="recipient tier and above")
+    notes: str | None = Field(
+        default=None, description="delivery notes; recipient, carrier, courier"
+    )
 
 
 class RecipientOut(BaseModel):
@@ -52,7 +55,7 @@ class EventOut(BaseModel):
 
 class TrackingOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tier: str = Field(description="public | recipient | merchant")
+    tier: str = Field(description="public | recipient | merchant | carrier | courier | support ...")
     tracking_number: str
     display_number: str
     status: str

@@ -84,6 +84,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=24), nullable=False),
         sa.Column("status_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status_arrival", sa.BigInteger(), nullable=False),
+        sa.Column("version", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["subject_id"], ["subjects.id"], name=op.f("fk_shipments_subject_id_subjects")
@@ -103,7 +104,12 @@ def upgrade() -> None:
 
     op.create_table(
         "events",
-        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("shipment_id", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("event_id", sa.String(length=100), nullable=False),
