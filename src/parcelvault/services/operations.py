@@ -25,7 +25,7 @@ def create_shipment(
 ) -> tracking.TrackingView:
     now = vault.clock()
     try:
-        with vault.engine.begin() as connection:
+        with vault.writing(), vault.engine.begin() as connection:
             prepared = ingest.prepare_shipments(
                 connection,
                 keyring=vault.keyring,
@@ -67,7 +67,7 @@ def ingest_events(
 def _ingest_once(
     vault: Vault, principal: Principal, items: Sequence[tuple[str, ScanEvent]], single: bool
 ) -> IngestResult:
-    with vault.engine.begin() as connection:
+    with vault.writing(), vault.engine.begin() as connection:
         prepared = ingest.prepare_events(
             connection,
             keyring=vault.keyring,

@@ -3,7 +3,9 @@ Nothing is created at import time."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -26,6 +28,16 @@ class Vault:
     keyring: Keyring
     policy: Policy
     clock: Callable[[], datetime] = field(default=utc_now)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def writing(self) -> AbstractContextManager[object]:
+        """Hold while a write transaction runs. SQLite has one writer: threads of this
+        process take turns here instead of in SQLite's busy handler, which sleeps for
+        milliseconds at a time and can fail transactions that upgrade a read lock.
+        PostgreSQL needs no such turn-taking."""
+        if self.engine.dialect.name == "sqlite":
+            return self._write_lock
+        return nullcontext()
 
 
 def load_policy(settings: Settings) -> Policy:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
@@ -55,23 +56,32 @@ _COMPILED: dict[tuple[str, str, bool, tuple[str, ...]], tuple[str, tuple[str, ..
 
 
 def _sqlite_datetime(value: datetime) -> str:
-    """The text form SQLAlchemy's SQLite dialect stores a DateTime in (naive UTC), so
-    rows written either way compare and sort alike."""
-    utc = value.astimezone(UTC)
-    return (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}"
-    )
+    """The text form SQLAlchemy's SQLite dialect stores a DateTime in (naive UTC, with
+    microseconds), so rows written either way compare and sort alike."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _sqlite_value(value: Any, stamp: bool, day: bool) -> Any:
-    if value is None:
-        return None
-    if stamp:
-        return _sqlite_datetime(value)
-    if day:
-        return value.isoformat()
-    return value
+def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]]) -> list[Any]:
+    """Rows as tuples in statement order (itemgetter builds them in C), with timestamps
+    and dates turned into the text SQLAlchemy would have stored."""
+    getter = itemgetter(*order)
+    stamps = [i for i, name in enumerate(order) if isinstance(table.c[name].type, UtcDateTime)]
+    days = [i for i, name in enumerate(order) if isinstance(table.c[name].type, Date)]
+    if len(order) == 1:
+        return [(getter(row),) for row in rows]
+    if not stamps and not days:
+        return [getter(row) for row in rows]
+    converted = []
+    for row in rows:
+        values = list(getter(row))
+        for i in stamps:
+            if values[i] is not None:
+                values[i] = _sqlite_datetime(values[i])
+        for i in days:
+            if values[i] is not None:
+                values[i] = values[i].isoformat()
+        converted.append(tuple(values))
+    return converted
 
 
 def bulk_insert(
@@ -97,12 +107,7 @@ def bulk_insert(
         _COMPILED[cache_key] = (str(compiled), tuple(compiled.positiontup or ()))
     sql, order = _COMPILED[cache_key]
     if dialect.paramstyle == "qmark":
-        stamps = {name for name in order if isinstance(table.c[name].type, UtcDateTime)}
-        days = {name for name in order if isinstance(table.c[name].type, Date)}
-        params: Any = [
-            tuple(_sqlite_value(row[name], name in stamps, name in days) for name in order)
-            for row in rows
-        ]
+        params: Any = _sqlite_rows(table, order, rows)
     else:
         params = rows
     connection.exec_driver_sql(sql, params)
