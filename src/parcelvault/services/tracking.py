@@ -8,6 +8,7 @@ view is built from the output of `disclose`, never from opened values directly.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -168,10 +169,15 @@ def build_view(
     )
 
 
+@functools.cache
+def _zone(offset_minutes: int) -> timezone:
+    return timezone(timedelta(minutes=offset_minutes))
+
+
 def _entry(row: AnyRow, proof: dict[str, str]) -> TimelineEntry:
     status = Status(row.status)
     reason = Reason(row.reason) if row.reason else None
-    local = timezone(timedelta(minutes=row.utc_offset_min))
+    local = _zone(row.utc_offset_min)
     return TimelineEntry(
         time=row.occurred_at.astimezone(local),
         status=status,

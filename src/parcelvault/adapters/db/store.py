@@ -362,16 +362,19 @@ def events_of(connection: Connection, shipment_id: str) -> Sequence[AnyRow]:
     return connection.execute(_EVENTS_OF, {"sid": shipment_id}).all()
 
 
+_SEALED = select(sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value).where(
+    sealed_fields.c.record_id.in_(bindparam("ids", expanding=True)),
+    sealed_fields.c.field.in_(bindparam("fields", expanding=True)),
+)
+
+
 def sealed_values(
     connection: Connection, record_ids: Sequence[str], fields: Iterable[str]
 ) -> Sequence[AnyRow]:
     names = sorted(fields)
     if not record_ids or not names:
         return []
-    query = select(sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value).where(
-        sealed_fields.c.record_id.in_(record_ids), sealed_fields.c.field.in_(names)
-    )
-    return connection.execute(query).all()
+    return connection.execute(_SEALED, {"ids": list(record_ids), "fields": names}).all()
 
 
 # --- events ---------------------------------------------------------------------
