@@ -326,36 +326,41 @@ def prepare_events(
         number = canonical[raw_number]
         if number is None:
             problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
-        prepared.problems.extend(Problem(index, p) for p in problems)
-        if not problems and number is not None:
+        if problems:
+            prepared.problems.extend(Problem(index, p) for p in problems)
+        elif number is not None:
             candidates.append((index, number, event))
     shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
     stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
     keys = SubjectKeys(connection, keyring, now)
     keys.load(sorted({s.subject_id for s in shipments.values()}))
     seen: set[str] = set()
-    latest: dict[str, tuple[Position, Status, dict[str, Any]]] = {}
+    # Per shipment: (event time, arrival, status) of the latest event so far, starting
+    # from what is stored; compared as tuples, the order `supersedes` defines.
+    latest: dict[str, tuple[datetime, int, Status]] = {}
+    changed: set[str] = set()
     arrival_base = time.time_ns() // 1000
+    rows = prepared.rows
     for offset, (index, number, event) in enumerate(candidates):
         shipment = shipments.get(number)
         if shipment is None:
             message = SHARED_NUMBER if number in shared else NOT_HANDLED
             prepared.problems.append(Problem(index, FieldProblem(("tracking_number",), message)))
             continue
-        if event.event_id in stored or event.event_id in seen:
+        event_id = event.event_id
+        if event_id in stored or event_id in seen:
             prepared.duplicates.append(index)
             continue
-        seen.add(event.event_id)
-        row_id = event_row_id(tenant_id, event.event_id)
+        seen.add(event_id)
         arrival = arrival_base + offset
         location = event.location
-        personal = event.proof.personal_values() if event.proof else {}
+        personal = event.proof.personal_values() if event.proof else None
         offset_delta = event.time.utcoffset()
-        prepared.rows.append(
+        rows.append(
             {
                 "shipment_id": shipment.id,
                 "tenant_id": tenant_id,
-                "event_id": event.event_id,
+                "event_id": event_id,
                 "occurred_at": event.time,
                 "utc_offset_min": int(offset_delta.total_seconds() // 60) if offset_delta else 0,
                 "arrival": arrival,
@@ -370,19 +375,18 @@ def prepare_events(
             }
         )
         if personal:
+            row_id = event_row_id(tenant_id, event_id)
             prepared.sealed.extend(_seal_all(keys, shipment.subject_id, row_id, personal, policy))
-        position = Position(time=event.time, arrival=arrival)
         best = latest.get(shipment.id)
-        stored_position = (
-            Position(time=shipment.status_at, arrival=shipment.status_arrival)
-            if shipment.status_at is not None
-            else None
-        )
-        if supersedes(position, best[0] if best else stored_position):
-            latest[shipment.id] = (position, event.status, {})
+        if best is None and shipment.status_at is not None:
+            best = (shipment.status_at, shipment.status_arrival, Status.PENDING)
+        if supersedes(Position(event.time, arrival), Position(best[0], best[1]) if best else None):
+            latest[shipment.id] = (event.time, arrival, event.status)
+            changed.add(shipment.id)
     prepared.status_updates = [
-        {"sid": sid, "status": status.value, "at": position.time, "arrival": position.arrival}
-        for sid, (position, status, _) in latest.items()
+        {"sid": sid, "status": status.value, "at": at, "arrival": arrival}
+        for sid, (at, arrival, status) in latest.items()
+        if sid in changed
     ]
     return prepared
 
