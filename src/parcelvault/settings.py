@@ -27,3 +27,9 @@ class Settings(BaseSettings):
         default=False, description="take the client address from X-Forwarded-For"
     )
     log_level: str = "INFO"
+    ledger_origin: str | None = Field(
+        default=None, description="the log's name in checkpoints; chosen at `init` if unset"
+    )
+    checkpoint_interval_seconds: int = Field(
+        default=10, ge=1, description="the most often a new checkpoint is signed"
+    )

@@ -12,6 +12,7 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
+from parcelvault.ledger.keys import create_signer
 from parcelvault.entrypoints import cli_data, cli_staff
 from parcelvault.settings import Settings
 
@@ -56,6 +57,9 @@ def init(
             raise fail(str(exc)) from exc
         out.print(f"keys: wrote {len(written)} keys to {settings.key_dir} (mode 0600)")
         out.print("[yellow]Back this folder up apart from the database; see docs/operations.md.[/]")
+    signer = create_signer(settings.key_dir, settings.ledger_origin)
+    if signer is not None:
+        out.print(f"ledger: new checkpoint signing key for the log {signer.name}")
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     out.print(f"database: schema at revision {migrate.current_revision(engine)}")

@@ -246,3 +246,68 @@ route_stops = Table(
     Column("completed_at", UtcDateTime(), nullable=True),
     Index(None, "shipment_id"),
 )
+
+ledger_queue = Table(
+    "ledger_queue",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("salt", LargeBinary(16), nullable=False),
+    Column("subject_id", String(64), nullable=True),
+    Column("ref", String(80), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+"""Entries of kinds without a table of their own (consent, erasure, key rotation,
+policy change), written by any process in the same transaction as what they record,
+waiting for the sequencer to give them a place in the log. Access records and scan
+events are not copied here: the sequencer reads them from their own tables."""
+
+ledger_cursors = Table(
+    "ledger_cursors",
+    metadata,
+    Column("source", String(32), primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+)
+"""How far the sequencer has read each source table (`events`, `access_records`,
+`ledger_queue`)."""
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    Column("body", LargeBinary, nullable=True),
+    Column("salt", LargeBinary(16), nullable=True),
+    Column("subject_id", String(64), nullable=True),
+    Column("ref", String(80), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sequenced_at", UtcDateTime(), nullable=False),
+    Column("erased_at", UtcDateTime(), nullable=True),
+    Index(None, "subject_id"),
+    Index(None, "ref"),
+)
+"""The log's leaves. `body` and `salt` are deleted when the entry's subject is erased;
+`leaf_hash` stays, so the tree still verifies but the leaf no longer links to anyone."""
+
+ledger_nodes = Table(
+    "ledger_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+"""Every complete subtree of the log, (level, index) as in `ledger.merkle`."""
+
+ledger_checkpoints = Table(
+    "ledger_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", String(2000), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+"""Signed checkpoints (C2SP signed notes), one per tree size that was published."""

@@ -1,0 +1,353 @@
+"""The persistent transparency log: an RFC 6962 Merkle tree kept in the database.
+
+Leaves
+------
+Each entry has a kind (`access`, `event`, `consent`, `erasure`, `key_rotation`,
+`policy_change`), a body (canonical JSON: sorted keys, no spaces) and 16 random bytes of
+salt. Its leaf is
+
+    leaf data = b"parcelvault-ledger/v1\\n" || kind || b"\\n" || SHA-256(salt || body)
+    leaf hash = SHA-256(0x00 || leaf data)                       (RFC 6962)
+
+The body and the salt are stored beside the leaf but are not part of the tree. Erasing
+an entry deletes its body and salt: the tree, every proof and every checkpoint still
+verify, and nobody can tell any more what the leaf was about, because without the salt
+the hash cannot be tested against guesses.
+
+Sequencing
+----------
+Access records and scan events are not copied anywhere on the hot paths: one
+sequencer reads them from their own tables (by their integer keys, recorded in
+`ledger_cursors`) together with the generic `ledger_queue`, gives them consecutive
+indexes, and stores the leaves and every complete subtree node in one transaction.
+Only one sequencer runs at a time: on PostgreSQL it holds a transaction-level advisory
+lock, on SQLite it opens the transaction with BEGIN IMMEDIATE (the single writer).
+Any number of API processes may write sources concurrently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, tuple_, update
+
+from parcelvault.adapters.db.store import AnyRow, bulk_insert
+from parcelvault.adapters.db.tables import (
+    access_records,
+    events,
+    ledger_checkpoints,
+    ledger_cursors,
+    ledger_entries,
+    ledger_nodes,
+    ledger_queue,
+    shipments,
+)
+from parcelvault.ledger import merkle
+from parcelvault.ledger.note import Signer, format_checkpoint, sign_note
+
+KINDS = frozenset({"access", "event", "consent", "erasure", "key_rotation", "policy_change"})
+LEAF_PREFIX = b"parcelvault-ledger/v1\n"
+SALT_BYTES = 16
+ADVISORY_LOCK_KEY = 0x70766C6564676572  # "pvledger"
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def leaf_data(kind: str, salt: bytes, body: bytes) -> bytes:
+    return LEAF_PREFIX + kind.encode() + b"\n" + hashlib.sha256(salt + body).digest()
+
+
+def entry_leaf_hash(kind: str, salt: bytes, body: bytes) -> bytes:
+    return merkle.leaf_hash(leaf_data(kind, salt, body))
+
+
+def enqueue(
+    connection: Connection,
+    *,
+    kind: str,
+    body: dict[str, Any],
+    subject_id: str | None,
+    ref: str | None,
+    now: datetime,
+) -> None:
+    """Queue an entry in the caller's transaction (for kinds without a source table)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown ledger entry kind {kind!r}")
+    connection.execute(
+        ledger_queue.insert().values(
+            kind=kind,
+            body=canonical(body),
+            salt=os.urandom(SALT_BYTES),
+            subject_id=subject_id,
+            ref=ref,
+            created_at=now,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    kind: str
+    body: bytes
+    salt: bytes
+    subject_id: str | None
+    ref: str | None
+    created_at: datetime
+
+
+# --- sources -------------------------------------------------------------------------
+
+
+def _cursors(connection: Connection) -> dict[str, int]:
+    rows = connection.execute(select(ledger_cursors.c.source, ledger_cursors.c.last_id)).all()
+    return {row.source: int(row.last_id) for row in rows}
+
+
+def _save_cursors(connection: Connection, before: dict[str, int], after: dict[str, int]) -> None:
+    for source, last_id in after.items():
+        if source in before:
+            connection.execute(
+                update(ledger_cursors)
+                .where(ledger_cursors.c.source == source)
+                .values(last_id=last_id)
+            )
+        else:
+            connection.execute(ledger_cursors.insert().values(source=source, last_id=last_id))
+
+
+def _event_body(row: AnyRow) -> dict[str, Any]:
+    return {
+        "event_id": row.event_id,
+        "tenant": row.tenant_id,
+        "shipment": row.shipment_id,
+        "tracking_number": row.tracking_number,
+        "time": row.occurred_at.isoformat(),
+        "utc_offset_min": row.utc_offset_min,
+        "status": row.status,
+        "reason": row.reason,
+        "description": row.description,
+        "location": [row.loc_country, row.loc_region, row.loc_city, row.loc_facility],
+        "proof_of_delivery": bool(row.has_proof),
+    }
+
+
+def _access_body(row: AnyRow) -> dict[str, Any]:
+    return {
+        "access_record": row.id,
+        "at": row.at.isoformat(),
+        "shipment": row.shipment_id,
+        "subject": row.subject_id,
+        "tier": row.tier,
+        "actor": [row.actor_kind, row.actor_id],
+        "fields": row.fields.split(","),
+        "purpose": row.purpose,
+        "reason": row.reason,
+    }
+
+
+def _gather(
+    connection: Connection, cursors: dict[str, int], limit: int
+) -> tuple[list[Pending], dict[str, int]]:
+    """Up to `limit` unsequenced entries: the queue first, then access records, then
+    events, each in the order of its integer key; and how far each source was read."""
+    pending: list[Pending] = []
+    read: dict[str, int] = {}
+    queue_rows = connection.execute(
+        select(ledger_queue)
+        .where(ledger_queue.c.id > cursors.get("ledger_queue", 0))
+        .order_by(ledger_queue.c.id)
+        .limit(limit)
+    ).all()
+    for row in queue_rows:
+        pending.append(
+            Pending(row.kind, row.body, row.salt, row.subject_id, row.ref, row.created_at)
+        )
+        read["ledger_queue"] = row.id
+    access_rows = connection.execute(
+        select(access_records)
+        .where(access_records.c.id > cursors.get("access_records", 0))
+        .order_by(access_records.c.id)
+        .limit(limit - len(pending))
+    ).all()
+    for row in access_rows:
+        body = canonical(_access_body(row))
+        ref = f"access:{row.id}"
+        pending.append(Pending("access", body, os.urandom(SALT_BYTES), row.subject_id, ref, row.at))
+        read["access_records"] = row.id
+    event_rows = connection.execute(
+        select(events, shipments.c.tracking_number, shipments.c.subject_id)
+        .join(shipments, shipments.c.id == events.c.shipment_id)
+        .where(events.c.id > cursors.get("events", 0))
+        .order_by(events.c.id)
+        .limit(limit - len(pending))
+    ).all()
+    for row in event_rows:
+        pending.append(
+            Pending(
+                "event",
+                canonical(_event_body(row)),
+                os.urandom(SALT_BYTES),
+                row.subject_id,
+                f"event:{row.tenant_id}:{row.event_id}",
+                datetime.fromtimestamp(row.arrival / 1_000_000, UTC),
+            )
+        )
+        read["events"] = row.id
+    return pending, read
+
+
+# --- the tree ----------------------------------------------------------------------
+
+
+def size(connection: Connection) -> int:
+    value = connection.execute(select(func.max(ledger_entries.c.idx))).scalar()
+    return int(value) + 1 if value is not None else 0
+
+
+def fetch_nodes(connection: Connection, nodes: Sequence[merkle.Node]) -> dict[merkle.Node, bytes]:
+    """The hashes of the given complete subtrees, in one query."""
+    wanted = sorted(set(nodes))
+    found: dict[merkle.Node, bytes] = {}
+    for start in range(0, len(wanted), 400):
+        chunk = wanted[start : start + 400]
+        query = select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
+            tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)
+        )
+        found.update({(row.level, row.idx): row.hash for row in connection.execute(query)})
+    missing = [node for node in wanted if node not in found]
+    if missing:
+        raise LedgerError(f"the log is missing tree nodes {missing[:3]}")
+    return found
+
+
+class LedgerError(Exception):
+    pass
+
+
+def root(connection: Connection, tree_size: int) -> bytes:
+    nodes = fetch_nodes(connection, merkle.root_nodes(tree_size))
+    return merkle.root_from_nodes(tree_size, lambda level, index: nodes[level, index])
+
+
+def inclusion_proof(connection: Connection, index: int, tree_size: int) -> list[bytes]:
+    nodes = fetch_nodes(connection, merkle.inclusion_proof_nodes(index, tree_size))
+    return merkle.inclusion_proof(index, tree_size, lambda level, i: nodes[level, i])
+
+
+def consistency_proof(connection: Connection, old_size: int, new_size: int) -> list[bytes]:
+    nodes = fetch_nodes(connection, merkle.consistency_proof_nodes(old_size, new_size))
+    return merkle.consistency_proof(old_size, new_size, lambda level, i: nodes[level, i])
+
+
+@contextmanager
+def _exclusive(engine: Engine) -> Iterator[Connection]:
+    """A write transaction that only one sequencer at a time can hold."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+
+
+def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
+    """Append up to `limit` waiting entries to the log; returns how many."""
+    with _exclusive(engine) as connection:
+        cursors = _cursors(connection)
+        pending, read = _gather(connection, cursors, max(1, limit))
+        if not pending:
+            return 0
+        start = size(connection)
+        known = fetch_nodes(connection, merkle.root_nodes(start))
+        entry_rows: list[dict[str, Any]] = []
+        node_rows: list[dict[str, Any]] = []
+        for offset, item in enumerate(pending):
+            index = start + offset
+            leaf = entry_leaf_hash(item.kind, item.salt, item.body)
+            for (level, node_index), value in merkle.hashes_created_by_append(
+                index, leaf, lambda level, i: known[level, i]
+            ):
+                known[level, node_index] = value
+                node_rows.append({"level": level, "idx": node_index, "hash": value})
+            entry_rows.append(
+                {
+                    "idx": index,
+                    "kind": item.kind,
+                    "leaf_hash": leaf,
+                    "body": item.body,
+                    "salt": item.salt,
+                    "subject_id": item.subject_id,
+                    "ref": item.ref,
+                    "created_at": item.created_at,
+                    "sequenced_at": now,
+                    "erased_at": None,
+                }
+            )
+        bulk_insert(connection, ledger_entries, entry_rows, skip_duplicates=False)
+        bulk_insert(connection, ledger_nodes, node_rows, skip_duplicates=False)
+        _save_cursors(connection, cursors, read)
+        if "ledger_queue" in read:
+            connection.execute(
+                delete(ledger_queue).where(ledger_queue.c.id <= read["ledger_queue"])
+            )
+        placed = [
+            {"rid": int(str(row["ref"]).split(":")[1]), "idx": row["idx"]}
+            for row in entry_rows
+            if row["kind"] == "access"
+        ]
+        if placed:
+            connection.execute(_PLACE_ACCESS, placed)
+        return len(entry_rows)
+
+
+_PLACE_ACCESS = (
+    update(access_records)
+    .where(access_records.c.id == bindparam("rid"))
+    .values(ledger_index=bindparam("idx"))
+)
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    size: int
+    root: bytes
+    note: str
+
+
+def checkpoint(engine: Engine, *, signer: Signer, now: datetime) -> SignedCheckpoint:
+    """Sign and store a checkpoint of the current tree, unless the latest one already
+    covers it; returns the latest checkpoint either way."""
+    with _exclusive(engine) as connection:
+        latest = latest_checkpoint(connection)
+        tree_size = size(connection)
+        if latest is not None and latest.size == tree_size:
+            return latest
+        tree_root = root(connection, tree_size)
+        note = sign_note(format_checkpoint(signer.name, tree_size, tree_root), signer)
+        connection.execute(
+            ledger_checkpoints.insert().values(
+                size=tree_size, root=tree_root, note=note, created_at=now
+            )
+        )
+        return SignedCheckpoint(tree_size, tree_root, note)
+
+
+def latest_checkpoint(connection: Connection) -> SignedCheckpoint | None:
+    row = connection.execute(
+        select(ledger_checkpoints).order_by(ledger_checkpoints.c.size.desc()).limit(1)
+    ).first()
+    return SignedCheckpoint(row.size, row.root, row.note) if row else None

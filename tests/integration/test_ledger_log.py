@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from parcelvault.adapters.db.tables import access_records, ledger_entries
+from parcelvault.ledger import log, merkle
+from parcelvault.ledger.keys import create_signer, load_signer
+from parcelvault.ledger.note import open_note, parse_checkpoint
+from parcelvault.services.vault import Vault
+from tests.conftest import bearer, shipment_payload
+
+
+def _scan(number: str, event_id: str, minutes_ago: int) -> dict[str, object]:
+    return {
+        "event_id": event_id,
+        "time": (datetime.now(UTC) - timedelta(minutes=minutes_ago)).isoformat(),
+        "status": "in_transit",
+        "location": {"country": "GB", "city": "Leeds"},
+    }
+
+
+def _load(client: TestClient, key: str, shipments: int, events_each: int) -> list[str]:
+    numbers = []
+    for _ in range(shipments):
+        created = client.post("/api/v1/shipments", json=shipment_payload(), headers=bearer(key))
+        number = created.json()["tracking_number"]
+        numbers.append(number)
+        for e in range(events_each):
+            posted = client.post(
+                f"/api/v1/shipments/{number}/events",
+                json=_scan(number, f"{number}-{e}", 60 - e),
+                headers=bearer(key),
+            )
+            assert posted.status_code == 201
+    return numbers
+
+
+def _leaf_hashes(vault: Vault) -> list[bytes]:
+    with vault.engine.connect() as connection:
+        rows = connection.execute(select(ledger_entries).order_by(ledger_entries.c.idx)).all()
+    assert [row.idx for row in rows] == list(range(len(rows)))
+    return [row.leaf_hash for row in rows]
+
+
+def test_events_and_access_records_become_leaves_that_prove_against_a_signed_checkpoint(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault, key_dir: Path
+) -> None:
+    create_signer(key_dir, "test.example/ledger")
+    signer = load_signer(key_dir)
+    numbers = _load(any_client, any_shop_key, shipments=3, events_each=4)
+    any_client.get(f"/api/v1/shipments/{numbers[0]}", headers=bearer(any_shop_key))
+    with any_vault.engine.begin() as connection:
+        log.enqueue(
+            connection,
+            kind="policy_change",
+            body={"policy": "sha256:abc"},
+            subject_id=None,
+            ref=None,
+            now=any_vault.clock(),
+        )
+    now = any_vault.clock()
+
+    appended = log.sequence(any_vault.engine, now=now)
+    assert log.sequence(any_vault.engine, now=now) == 0
+    signed = log.checkpoint(any_vault.engine, signer=signer, now=now)
+
+    with any_vault.engine.connect() as connection:
+        accesses = connection.execute(select(access_records)).all()
+    assert appended == 3 * 4 + len(accesses) + 1
+    assert all(row.ledger_index is not None for row in accesses)
+    text, names = open_note(signed.note, [signer.verifier])
+    assert names == ["test.example/ledger"]
+    body = parse_checkpoint(text)
+    leaves = _leaf_hashes(any_vault)
+    assert (body.size, body.root) == (len(leaves), merkle.root_from_leaf_hashes(leaves))
+    with any_vault.engine.connect() as connection:
+        for index, leaf in enumerate(leaves):
+            proof = log.inclusion_proof(connection, index, body.size)
+            merkle.verify_inclusion(leaf, index, body.size, proof, body.root)
+
+
+def test_a_grown_log_is_consistent_with_every_earlier_checkpoint(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault, key_dir: Path
+) -> None:
+    create_signer(key_dir)
+    signer = load_signer(key_dir)
+    _load(any_client, any_shop_key, shipments=2, events_each=3)
+    log.sequence(any_vault.engine, now=any_vault.clock())
+    first = log.checkpoint(any_vault.engine, signer=signer, now=any_vault.clock())
+    _load(any_client, any_shop_key, shipments=3, events_each=5)
+    log.sequence(any_vault.engine, now=any_vault.clock(), limit=7)
+    log.sequence(any_vault.engine, now=any_vault.clock())
+    second = log.checkpoint(any_vault.engine, signer=signer, now=any_vault.clock())
+    assert second.size > first.size
+    with any_vault.engine.connect() as connection:
+        proof = log.consistency_proof(connection, first.size, second.size)
+    merkle.verify_consistency(first.size, second.size, proof, first.root, second.root)
+    assert merkle.root_from_leaf_hashes(_leaf_hashes(any_vault)) == second.root
+
+
+def test_erasing_an_entrys_body_and_salt_leaves_every_proof_valid(
+    client: TestClient, shop_key: str, vault: Vault, key_dir: Path
+) -> None:
+    create_signer(key_dir)
+    signer = load_signer(key_dir)
+    _load(client, shop_key, shipments=1, events_each=5)
+    log.sequence(vault.engine, now=vault.clock())
+    signed = log.checkpoint(vault.engine, signer=signer, now=vault.clock())
+    with vault.engine.begin() as connection:
+        connection.execute(
+            update(ledger_entries)
+            .where(ledger_entries.c.idx == 2)
+            .values(body=None, salt=None, erased_at=vault.clock())
+        )
+    leaves = _leaf_hashes(vault)
+    with vault.engine.connect() as connection:
+        proof = log.inclusion_proof(connection, 2, signed.size)
+    merkle.verify_inclusion(leaves[2], 2, signed.size, proof, signed.root)
+
+
+def test_a_checkpoint_is_only_signed_when_the_tree_has_grown(
+    client: TestClient, shop_key: str, vault: Vault, key_dir: Path
+) -> None:
+    create_signer(key_dir)
+    signer = load_signer(key_dir)
+    _load(client, shop_key, shipments=1, events_each=2)
+    log.sequence(vault.engine, now=vault.clock())
+    first = log.checkpoint(vault.engine, signer=signer, now=vault.clock())
+    again = log.checkpoint(vault.engine, signer=signer, now=vault.clock())
+    assert again == first
