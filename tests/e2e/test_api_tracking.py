@@ -714,3 +714,16 @@ def test_a_verified_recipient_never_gets_the_cached_public_view(
     view = client.get(f"/api/v1/track/{number}")
     assert view.json()["tier"] == "recipient"
     assert view.headers["cache-control"] == "private, no-store"
+
+
+def test_staff_sign_in_attempts_share_the_per_address_limit(
+    vault: Vault, sqlite_url: str, key_dir: Path
+) -> None:
+    settings = Settings(database_url=sqlite_url, key_dir=key_dir, public_rate_limit=2)
+    with TestClient(create_app(settings, vault=vault)) as limited:
+        answers = [
+            limited.post("/staff/login", data={"username": "x", "password": "y"}).status_code
+            for _ in range(3)
+        ]
+    assert answers[:2] != [429, 429]
+    assert answers[2] == 429

@@ -125,7 +125,7 @@ class TokenBuckets:
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full_after}
 
 
-PUBLIC_PREFIXES = ("/api/v1/track/", "/t/", "/t?")
+PUBLIC_PREFIXES = ("/api/v1/track/", "/t/", "/t?", "/staff/login")
 
 
 class PublicRateLimit:
