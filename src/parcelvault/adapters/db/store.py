@@ -209,17 +209,24 @@ def rekey_subject(connection: Connection, subject_id: str, wrapped_key: bytes) -
 # --- shipments ------------------------------------------------------------------
 
 
-def existing_tracking_numbers(
-    connection: Connection, tenant_id: int, numbers: Iterable[str]
+def _present(
+    connection: Connection, table: Table, column: str, tenant_id: int, values: Iterable[str]
 ) -> set[str]:
-    wanted = sorted(set(numbers))
+    """Which of `values` the tenant already has in `table.column`, in chunked queries."""
+    wanted = sorted(set(values))
     found: set[str] = set()
     for chunk in _chunks(wanted):
-        query = select(shipments.c.tracking_number).where(
-            shipments.c.tenant_id == tenant_id, shipments.c.tracking_number.in_(chunk)
+        query = select(table.c[column]).where(
+            table.c.tenant_id == tenant_id, table.c[column].in_(chunk)
         )
         found.update(connection.execute(query).scalars())
     return found
+
+
+def existing_tracking_numbers(
+    connection: Connection, tenant_id: int, numbers: Iterable[str]
+) -> set[str]:
+    return _present(connection, shipments, "tracking_number", tenant_id, numbers)
 
 
 def tracking_numbers_of_others(
@@ -383,14 +390,7 @@ def sealed_values(
 def existing_event_ids(
     connection: Connection, tenant_id: int, event_ids: Iterable[str]
 ) -> set[str]:
-    wanted = sorted(set(event_ids))
-    found: set[str] = set()
-    for chunk in _chunks(wanted):
-        query = select(events.c.event_id).where(
-            events.c.tenant_id == tenant_id, events.c.event_id.in_(chunk)
-        )
-        found.update(connection.execute(query).scalars())
-    return found
+    return _present(connection, events, "event_id", tenant_id, event_ids)
 
 
 _ADVANCE_STATUS = (
