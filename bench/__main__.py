@@ -12,7 +12,9 @@ from pathlib import Path
 from bench import batch_api, ceiling, import_file, lookup, report
 from bench.common import BenchError, Result, log, machine
 
-ALL = ("import", "batch", "lookup")
+ALL = ("import", "batch", "lookup", "recipient", "merchant")
+# benchmark name -> tier of the lookup benchmark
+LOOKUPS = {"lookup": "public", "recipient": "recipient", "merchant": "merchant"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -36,13 +38,15 @@ def main(argv: list[str]) -> int:
         return 2
     rounds = 1 if args.quick else args.rounds
     try:
-        if "lookup" in chosen:
+        tiers = tuple(tier for name, tier in LOOKUPS.items() if name in chosen)
+        if tiers:
             lookup.require_wrk()
         about = machine()
         log("machine: " + ", ".join(f"{k} {v}" for k, v in about.items()))
         results: list[Result] = []
         began = time.monotonic()
-        ceiling_rows = ceiling.rows(20_000 if args.quick else 200_000)
+        writes = {"import", "batch"} & set(chosen)
+        ceiling_rows = ceiling.rows(20_000 if args.quick else 200_000) if writes else []
         with tempfile.TemporaryDirectory(prefix="parcelvault-bench-") as tmp:
             workdir = Path(tmp)
             if "import" in chosen:
@@ -58,10 +62,12 @@ def main(argv: list[str]) -> int:
                         workdir, rounds=rounds, batches=batches, ceiling_rows=ceiling_rows
                     )
                 )
-            if "lookup" in chosen:
-                log("public lookup:")
+            if tiers:
+                log(f"lookups ({', '.join(tiers)}):")
                 seconds = 3 if args.quick else 10
-                results += lookup.run(workdir, rounds=rounds, seconds=seconds, workers=(1, 2))
+                results += lookup.run(
+                    workdir, rounds=rounds, seconds=seconds, workers=(1, 2), tiers=tiers
+                )
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         return 1

@@ -132,3 +132,25 @@ def test_a_checkpoint_is_only_signed_when_the_tree_has_grown(
     first = log.checkpoint(vault.engine, signer=signer, now=vault.clock())
     again = log.checkpoint(vault.engine, signer=signer, now=vault.clock())
     assert again == first
+
+
+def test_entries_queued_after_the_queue_emptied_are_never_lost(vault: Vault, key_dir: Path) -> None:
+    def queue(n: int) -> None:
+        with vault.engine.begin() as connection:
+            for i in range(n):
+                log.enqueue(
+                    connection,
+                    kind="consent",
+                    body={"n": i},
+                    subject_id=None,
+                    ref=None,
+                    now=vault.clock(),
+                )
+
+    queue(1)
+    assert log.sequence(vault.engine, now=vault.clock()) == 1
+    queue(1)
+    assert log.sequence(vault.engine, now=vault.clock()) == 1
+    queue(2)
+    assert log.sequence(vault.engine, now=vault.clock()) == 2
+    assert len(_leaf_hashes(vault)) == 4

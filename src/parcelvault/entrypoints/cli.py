@@ -12,8 +12,8 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
+from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff
 from parcelvault.ledger.keys import create_signer
-from parcelvault.entrypoints import cli_data, cli_staff
 from parcelvault.settings import Settings
 
 app = typer.Typer(
@@ -197,6 +197,7 @@ def policy_check(
 
 
 cli_staff.register(app)
+cli_ledger.register(app)
 
 
 def main() -> None:

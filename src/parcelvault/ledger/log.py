@@ -17,9 +17,10 @@ the hash cannot be tested against guesses.
 Sequencing
 ----------
 Access records and scan events are not copied anywhere on the hot paths: one
-sequencer reads them from their own tables (by their integer keys, recorded in
-`ledger_cursors`) together with the generic `ledger_queue`, gives them consecutive
-indexes, and stores the leaves and every complete subtree node in one transaction.
+sequencer reads the rows of their own tables that have no `ledger_index` yet,
+together with the generic `ledger_queue`, gives them consecutive indexes, stores the
+leaves and every complete subtree node, and marks each source row with its index,
+all in one transaction.
 Only one sequencer runs at a time: on PostgreSQL it holds a transaction-level advisory
 lock, on SQLite it opens the transaction with BEGIN IMMEDIATE (the single writer).
 Any number of API processes may write sources concurrently.
@@ -36,14 +37,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    select,
+    tuple_,
+    update,
+)
 
 from parcelvault.adapters.db.store import AnyRow, bulk_insert
 from parcelvault.adapters.db.tables import (
     access_records,
     events,
     ledger_checkpoints,
-    ledger_cursors,
     ledger_entries,
     ledger_nodes,
     ledger_queue,
@@ -107,23 +117,6 @@ class Pending:
 # --- sources -------------------------------------------------------------------------
 
 
-def _cursors(connection: Connection) -> dict[str, int]:
-    rows = connection.execute(select(ledger_cursors.c.source, ledger_cursors.c.last_id)).all()
-    return {row.source: int(row.last_id) for row in rows}
-
-
-def _save_cursors(connection: Connection, before: dict[str, int], after: dict[str, int]) -> None:
-    for source, last_id in after.items():
-        if source in before:
-            connection.execute(
-                update(ledger_cursors)
-                .where(ledger_cursors.c.source == source)
-                .values(last_id=last_id)
-            )
-        else:
-            connection.execute(ledger_cursors.insert().values(source=source, last_id=last_id))
-
-
 def _event_body(row: AnyRow) -> dict[str, Any]:
     return {
         "event_id": row.event_id,
@@ -154,44 +147,53 @@ def _access_body(row: AnyRow) -> dict[str, Any]:
     }
 
 
-def _gather(
-    connection: Connection, cursors: dict[str, int], limit: int
-) -> tuple[list[Pending], dict[str, int]]:
+@dataclass
+class _Gathered:
+    pending: list[Pending]
+    queue_ids: list[int]
+    access_ids: list[int]
+    event_ids: list[int]
+
+
+def _gather(connection: Connection, limit: int) -> _Gathered:
     """Up to `limit` unsequenced entries: the queue first, then access records, then
-    events, each in the order of its integer key; and how far each source was read."""
-    pending: list[Pending] = []
-    read: dict[str, int] = {}
+    events, each in the order of its integer key.
+
+    Sources are read by what is not yet placed (queue rows still present, rows whose
+    `ledger_index` is NULL), never by a high-water mark: on PostgreSQL, transactions
+    commit in any order, so a row with a smaller key can appear after a larger one
+    has been placed, and a mark would skip it.
+    """
+    gathered = _Gathered([], [], [], [])
     queue_rows = connection.execute(
-        select(ledger_queue)
-        .where(ledger_queue.c.id > cursors.get("ledger_queue", 0))
-        .order_by(ledger_queue.c.id)
-        .limit(limit)
+        select(ledger_queue).order_by(ledger_queue.c.id).limit(limit)
     ).all()
     for row in queue_rows:
-        pending.append(
+        gathered.pending.append(
             Pending(row.kind, row.body, row.salt, row.subject_id, row.ref, row.created_at)
         )
-        read["ledger_queue"] = row.id
+        gathered.queue_ids.append(row.id)
     access_rows = connection.execute(
         select(access_records)
-        .where(access_records.c.id > cursors.get("access_records", 0))
+        .where(access_records.c.ledger_index.is_(None))
         .order_by(access_records.c.id)
-        .limit(limit - len(pending))
+        .limit(limit - len(gathered.pending))
     ).all()
     for row in access_rows:
         body = canonical(_access_body(row))
         ref = f"access:{row.id}"
-        pending.append(Pending("access", body, os.urandom(SALT_BYTES), row.subject_id, ref, row.at))
-        read["access_records"] = row.id
+        salt = os.urandom(SALT_BYTES)
+        gathered.pending.append(Pending("access", body, salt, row.subject_id, ref, row.at))
+        gathered.access_ids.append(row.id)
     event_rows = connection.execute(
         select(events, shipments.c.tracking_number, shipments.c.subject_id)
         .join(shipments, shipments.c.id == events.c.shipment_id)
-        .where(events.c.id > cursors.get("events", 0))
+        .where(events.c.ledger_index.is_(None))
         .order_by(events.c.id)
-        .limit(limit - len(pending))
+        .limit(limit - len(gathered.pending))
     ).all()
     for row in event_rows:
-        pending.append(
+        gathered.pending.append(
             Pending(
                 "event",
                 canonical(_event_body(row)),
@@ -201,8 +203,8 @@ def _gather(
                 datetime.fromtimestamp(row.arrival / 1_000_000, UTC),
             )
         )
-        read["events"] = row.id
-    return pending, read
+        gathered.event_ids.append(row.id)
+    return gathered
 
 
 # --- the tree ----------------------------------------------------------------------
@@ -267,8 +269,8 @@ def _exclusive(engine: Engine) -> Iterator[Connection]:
 def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
     """Append up to `limit` waiting entries to the log; returns how many."""
     with _exclusive(engine) as connection:
-        cursors = _cursors(connection)
-        pending, read = _gather(connection, cursors, max(1, limit))
+        gathered = _gather(connection, max(1, limit))
+        pending = gathered.pending
         if not pending:
             return 0
         start = size(connection)
@@ -299,26 +301,29 @@ def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
             )
         bulk_insert(connection, ledger_entries, entry_rows, skip_duplicates=False)
         bulk_insert(connection, ledger_nodes, node_rows, skip_duplicates=False)
-        _save_cursors(connection, cursors, read)
-        if "ledger_queue" in read:
+        if gathered.queue_ids:
             connection.execute(
-                delete(ledger_queue).where(ledger_queue.c.id <= read["ledger_queue"])
+                delete(ledger_queue).where(ledger_queue.c.id.in_(gathered.queue_ids))
             )
-        placed = [
-            {"rid": int(str(row["ref"]).split(":")[1]), "idx": row["idx"]}
-            for row in entry_rows
-            if row["kind"] == "access"
-        ]
-        if placed:
-            connection.execute(_PLACE_ACCESS, placed)
+        first_access = start + len(gathered.queue_ids)
+        first_event = first_access + len(gathered.access_ids)
+        _place(connection, access_records, gathered.access_ids, first_access)
+        _place(connection, events, gathered.event_ids, first_event)
         return len(entry_rows)
 
 
-_PLACE_ACCESS = (
-    update(access_records)
-    .where(access_records.c.id == bindparam("rid"))
-    .values(ledger_index=bindparam("idx"))
-)
+def _place(connection: Connection, table: Table, row_ids: list[int], first_index: int) -> None:
+    """Record in each source row the index its entry got, in the same transaction."""
+    if row_ids:
+        statement = (
+            update(table)
+            .where(table.c.id == bindparam("rid"))
+            .values(ledger_index=bindparam("idx"))
+        )
+        connection.execute(
+            statement,
+            [{"rid": rid, "idx": first_index + n} for n, rid in enumerate(row_ids)],
+        )
 
 
 @dataclass(frozen=True)

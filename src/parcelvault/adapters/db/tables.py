@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -132,8 +133,15 @@ events = Table(
     Column("loc_city", String(100), nullable=True),
     Column("loc_facility", String(64), nullable=True),
     Column("has_proof", Boolean, nullable=False),
+    Column("ledger_index", BigInteger, nullable=True),
     UniqueConstraint("tenant_id", "event_id"),
     Index(None, "shipment_id", "occurred_at"),
+    Index(
+        "ix_events_unsequenced",
+        "id",
+        sqlite_where=text("ledger_index IS NULL"),
+        postgresql_where=text("ledger_index IS NULL"),
+    ),
 )
 
 sealed_fields = Table(
@@ -174,6 +182,12 @@ access_records = Table(
     Column("ledger_index", BigInteger, nullable=True),
     Index(None, "subject_id", "at"),
     Index(None, "shipment_id", "at"),
+    Index(
+        "ix_access_records_unsequenced",
+        "id",
+        sqlite_where=text("ledger_index IS NULL"),
+        postgresql_where=text("ledger_index IS NULL"),
+    ),
 )
 """Append-only. `reference` (a ticket number typed by staff) is sealed under the
 subject's key like any personal value; `ledger_index` is the record's leaf in the
@@ -262,17 +276,10 @@ ledger_queue = Table(
 )
 """Entries of kinds without a table of their own (consent, erasure, key rotation,
 policy change), written by any process in the same transaction as what they record,
-waiting for the sequencer to give them a place in the log. Access records and scan
-events are not copied here: the sequencer reads them from their own tables."""
+waiting for the sequencer to give them a place in the log; deleted once placed.
+Access records and scan events are not copied here: the sequencer reads the rows of
+their own tables whose `ledger_index` is still NULL."""
 
-ledger_cursors = Table(
-    "ledger_cursors",
-    metadata,
-    Column("source", String(32), primary_key=True),
-    Column("last_id", BigInteger, nullable=False),
-)
-"""How far the sequencer has read each source table (`events`, `access_records`,
-`ledger_queue`)."""
 
 ledger_entries = Table(
     "ledger_entries",

@@ -2,7 +2,7 @@
 
 Revision ID: 0004
 Revises: 0003
-Create Date: 2026-11-29 18:42:50.762624
+Create Date: 2026-11-29 18:58:41.736285
 """
 
 from __future__ import annotations
@@ -24,12 +24,6 @@ def upgrade() -> None:
         sa.Column("note", sa.String(length=2000), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("size", name=op.f("pk_ledger_checkpoints")),
-    )
-    op.create_table(
-        "ledger_cursors",
-        sa.Column("source", sa.String(length=32), nullable=False),
-        sa.Column("last_id", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("source", name=op.f("pk_ledger_cursors")),
     )
     op.create_table(
         "ledger_entries",
@@ -74,9 +68,42 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_queue")),
     )
+    with op.batch_alter_table("access_records", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_access_records_unsequenced",
+            ["id"],
+            unique=False,
+            sqlite_where=sa.text("ledger_index IS NULL"),
+            postgresql_where=sa.text("ledger_index IS NULL"),
+        )
+
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("ledger_index", sa.BigInteger(), nullable=True))
+        batch_op.create_index(
+            "ix_events_unsequenced",
+            ["id"],
+            unique=False,
+            sqlite_where=sa.text("ledger_index IS NULL"),
+            postgresql_where=sa.text("ledger_index IS NULL"),
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_events_unsequenced",
+            sqlite_where=sa.text("ledger_index IS NULL"),
+            postgresql_where=sa.text("ledger_index IS NULL"),
+        )
+        batch_op.drop_column("ledger_index")
+
+    with op.batch_alter_table("access_records", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_access_records_unsequenced",
+            sqlite_where=sa.text("ledger_index IS NULL"),
+            postgresql_where=sa.text("ledger_index IS NULL"),
+        )
+
     op.drop_table("ledger_queue")
     op.drop_table("ledger_nodes")
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
@@ -84,5 +111,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_ledger_entries_ref"))
 
     op.drop_table("ledger_entries")
-    op.drop_table("ledger_cursors")
     op.drop_table("ledger_checkpoints")
