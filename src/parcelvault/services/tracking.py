@@ -12,7 +12,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -25,7 +25,7 @@ from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import Locked, NotFound
 from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
-from parcelvault.privacy.access import Viewer, access_for
+from parcelvault.privacy.access import AccessRecord, Viewer, access_for
 from parcelvault.privacy.disclosure import disclose, fields_needed
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
@@ -94,15 +94,49 @@ def find_shipment(connection: Connection, raw_number: str, tenant: str | None = 
     return rows[0]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a view of one shipment version is built from, as stored: the row
+    (with the subject's wrapped key), the events, and the ciphertexts of the
+    shipment's and its proofs' sealed fields. Holds no opened personal value."""
+
+    shipment: AnyRow
+    events: Sequence[AnyRow]
+    sealed: Sequence[AnyRow]
+
+
+def load_snapshot(connection: Connection, shipment: AnyRow) -> Snapshot:
+    event_rows = store.events_of(connection, shipment.id)
+    records = [shipment.id] + [
+        event_row_id(e.tenant_id, e.event_id) for e in event_rows if e.has_proof
+    ]
+    return Snapshot(shipment, event_rows, store.sealed_of_records(connection, records))
+
+
 def build_view(
     connection: Connection, *, vault: Vault, shipment: AnyRow, viewer: Viewer
 ) -> TrackingView:
     """The view of one shipment for one viewer. If it discloses personal fields to
     anyone but their subject, the access record is written on `connection`, so the
     caller's transaction holds the read and its record together."""
+    view, record = assemble(
+        vault=vault, snapshot=load_snapshot(connection, shipment), viewer=viewer
+    )
+    if record is not None:
+        store.insert_access(connection, record)
+    return view
+
+
+def assemble(
+    *, vault: Vault, snapshot: Snapshot, viewer: Viewer
+) -> tuple[TrackingView, AccessRecord | None]:
+    """Open only the sealed fields the viewer's tier sees in some form, pass them
+    through `disclose`, and build the view from its output; also the access record
+    the disclosure calls for (the caller writes it)."""
     policy = vault.policy
     tier = viewer.tier
-    event_rows = store.events_of(connection, shipment.id)
+    shipment = snapshot.shipment
+    event_rows = snapshot.events
     shipment_fields = fields_needed(record="shipment", tier=tier, policy=policy)
     event_fields = fields_needed(record="event", tier=tier, policy=policy)
     proof_ids = (
@@ -114,11 +148,12 @@ def build_view(
     erased = shipment.wrapped_key is None
     if not erased and (shipment_fields or proof_ids):
         cipher = vault.keyring.unwrap(shipment.wrapped_key, shipment.subject_id)
-        sealed = store.sealed_values(
-            connection, [shipment.id, *proof_ids.values()], shipment_fields | event_fields
-        )
-        for row in sealed:
+        wanted_records = {shipment.id, *proof_ids.values()}
+        wanted_fields = shipment_fields | event_fields
+        for row in snapshot.sealed:
             record_id, name, value = row.record_id, row.field, row.value
+            if record_id not in wanted_records or name not in wanted_fields:
+                continue
             ad = associated_data(shipment.subject_id, record_id, name)
             try:
                 opened.setdefault(record_id, {})[name] = open_sealed(cipher, value, ad)
@@ -144,11 +179,9 @@ def build_view(
         shown=[*personal, *(name for shown in proofs.values() for name in shown)],
         now=vault.clock(),
     )
-    if record is not None:
-        store.insert_access(connection, record)
     status = Status(shipment.status)
     show_tenant = tier in ("merchant",)
-    return TrackingView(
+    view = TrackingView(
         tier=tier,
         tracking_number=shipment.tracking_number,
         display_number=tracking_numbers.grouped(shipment.tracking_number),
@@ -167,6 +200,7 @@ def build_view(
         service=shipment.service,
         erased=erased,
     )
+    return view, record
 
 
 @functools.cache
@@ -225,12 +259,33 @@ def resolve(
     return Resolved(shipment_id, version, RECIPIENT if verified else PUBLIC)
 
 
-def view_of(*, vault: Vault, resolved: Resolved) -> TrackingView:
-    with vault.engine.begin() as connection:
+def snapshot_of(*, vault: Vault, resolved: Resolved) -> Snapshot:
+    """The shipment's snapshot at the resolved version, from the cache when the same
+    version was read recently (ciphertexts only; see `Snapshot`)."""
+    cached: Snapshot | None = vault.snapshots.get(
+        "snapshot", resolved.shipment_id, resolved.version
+    )
+    if cached is not None:
+        return cached
+    with vault.engine.connect() as connection:
         shipment = store.shipment_by_id(connection, resolved.shipment_id)
         if shipment is None:
             raise NotFound()
-        return build_view(connection, vault=vault, shipment=shipment, viewer=resolved.viewer)
+        snapshot = load_snapshot(connection, shipment)
+    if shipment.version == resolved.version:
+        vault.snapshots.put("snapshot", resolved.shipment_id, resolved.version, snapshot)
+    return snapshot
+
+
+def view_of(*, vault: Vault, resolved: Resolved) -> TrackingView:
+    """The view a resolved lookup asks for. Lookups resolve to the public or the
+    recipient tier, neither of which calls for an access record."""
+    snapshot = snapshot_of(vault=vault, resolved=resolved)
+    view, record = assemble(vault=vault, snapshot=snapshot, viewer=resolved.viewer)
+    if record is not None:
+        with vault.engine.begin() as connection:
+            store.insert_access(connection, record)
+    return view
 
 
 def track(

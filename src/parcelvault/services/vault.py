@@ -8,12 +8,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import Keyring, Keys
 from parcelvault.privacy.policy import Policy, load_default_policy, load_policy_text
+from parcelvault.services.view_cache import VersionedCache
 from parcelvault.settings import Settings
 
 
@@ -29,6 +31,11 @@ class Vault:
     policy: Policy
     clock: Callable[[], datetime] = field(default=utc_now)
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    snapshots: VersionedCache[Any] = field(
+        default_factory=lambda: VersionedCache(max_entries=5_000, max_age_seconds=60.0),
+        repr=False,
+    )
+    """Sealed snapshots of recently viewed shipments (see `tracking.Snapshot`)."""
 
     def writing(self) -> AbstractContextManager[object]:
         """Hold while a write transaction runs. SQLite has one writer: threads of this

@@ -1,22 +1,26 @@
-"""A cache front for the hottest request: `GET /api/v1/track/{tn}` at the public tier.
+"""A front for the hottest request, `GET /api/v1/track/{tn}`, ahead of routing and
+parameter parsing.
 
-It answers from the versioned cache of public views (see `public_cache`) without
-going through routing and parameter parsing, after the same resolve step as the
-route: one indexed query for the shipment's id and version, and the cookie check.
+After the same resolve step as the route (one indexed query for the shipment's id
+and version, and the cookie check) it answers the public tier from the versioned
+cache of rendered public views, and a verified recipient with a view assembled from
+the cached sealed snapshot (opened per request, never kept in readable form).
 Everything else passes through to the application unchanged: requests with a query
-string, recipients with a valid cookie, unknown numbers (so errors keep their one
-shape), and cache misses, which the route fills.
+string, unknown numbers (so errors keep their one shape), and public cache misses,
+which the route fills.
 """
 
 from __future__ import annotations
 
 from urllib.parse import unquote
 
+import orjson
 from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parcelvault.domain.errors import DomainError
 from parcelvault.entrypoints.api.public_cache import VersionedCache, matches
+from parcelvault.entrypoints.api.views_json import view_to_json
 from parcelvault.services import tracking
 from parcelvault.services.vault import Vault
 
@@ -34,6 +38,13 @@ def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> str | None:
         if name == wanted:
             return value.decode("latin-1")
     return None
+
+
+PRIVATE_HEADERS = [
+    (b"cache-control", b"private, no-store"),
+    (b"vary", b"Cookie, Authorization"),
+    (b"content-type", b"application/json"),
+]
 
 
 class PublicLookupFastPath:
@@ -66,11 +77,15 @@ class PublicLookupFastPath:
         except DomainError:
             await self.app(scope, receive, send)
             return
-        cached = (
-            self.cache.get("json", resolved.shipment_id, resolved.version)
-            if resolved.viewer.tier == "public"
-            else None
-        )
+        if resolved.viewer.tier != "public":
+            try:
+                view = tracking.view_of(vault=self.vault, resolved=resolved)
+            except Exception:  # the route answers again, with its error handling
+                await self.app(scope, receive, send)
+                return
+            await self._private(send, view)
+            return
+        cached = self.cache.get("json", resolved.shipment_id, resolved.version)
         if cached is None:
             await self.app(scope, receive, send)
             return
@@ -91,4 +106,11 @@ class PublicLookupFastPath:
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _private(self, send: Send, view: tracking.TrackingView) -> None:
+        """The recipient's own view, built afresh from the sealed snapshot; never kept."""
+        body = orjson.dumps(view_to_json(view))
+        headers = [*PRIVATE_HEADERS, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

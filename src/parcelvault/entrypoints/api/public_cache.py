@@ -1,37 +1,12 @@
-"""Rendered public views, keyed by (shipment id, version).
-
-Every write that changes what a public view shows (an event, an erasure) advances
-the shipment's `version` in the database, so a lookup that finds a cached entry for
-the version it just read serves bytes that are still correct, in every process, with
-no invalidation messages. Only the public tier is cached; anything personal to a
-verified recipient or a tenant is built afresh and never kept.
-"""
+"""HTTP caching of public views: rendered bytes and ETags are kept per (shipment,
+version) in a `VersionedCache` (see `services.view_cache`). Only the public tier is
+kept as rendered bytes; nothing personal is ever cached in readable form."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Generic, TypeVar
+from parcelvault.services.view_cache import VersionedCache
 
-T = TypeVar("T")
-
-
-class VersionedCache(Generic[T]):
-    def __init__(self, max_entries: int = 20_000) -> None:
-        self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[str, str, int], T] = OrderedDict()
-
-    def get(self, kind: str, shipment_id: str, version: int) -> T | None:
-        key = (kind, shipment_id, version)
-        value = self._entries.get(key)
-        if value is not None:
-            self._entries.move_to_end(key)
-        return value
-
-    def put(self, kind: str, shipment_id: str, version: int, value: T) -> None:
-        self._entries[(kind, shipment_id, version)] = value
-        self._entries.move_to_end((kind, shipment_id, version))
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+__all__ = ["VersionedCache", "matches"]
 
 
 def matches(etag: str, if_none_match: str) -> bool:
