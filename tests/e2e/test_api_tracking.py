@@ -22,6 +22,7 @@ from parcelvault.services import tenants
 from parcelvault.services.vault import Vault
 from parcelvault.settings import Settings
 from tests.conftest import bearer, shipment_payload
+from tests.e2e.test_ledger_http import LEDGER_ENDPOINTS
 
 RECEIVED_BY = "Mr Receivington"
 
@@ -604,7 +605,7 @@ def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> No
         for method in route.methods
     }
 
-    assert listed == ENDPOINTS | COURIER_ENDPOINTS
+    assert listed == ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS
     assert routed == ENDPOINTS
 
 

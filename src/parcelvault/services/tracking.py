@@ -8,6 +8,7 @@ view is built from the output of `disclose`, never from opened values directly.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import hmac
@@ -104,6 +105,11 @@ class Snapshot:
     events: Sequence[AnyRow]
     sealed: Sequence[AnyRow]
 
+    @functools.cached_property
+    def timeline(self) -> tuple[TimelineEntry, ...]:
+        """The timeline without proofs of delivery: the same for every tier."""
+        return tuple(_entry(row, {}) for row in self.events)
+
 
 def load_snapshot(connection: Connection, shipment: AnyRow) -> Snapshot:
     event_rows = store.events_of(connection, shipment.id)
@@ -163,15 +169,19 @@ def assemble(
                     extra={"shipment": shipment.id, "record": record_id, "field": name},
                 )
     personal = disclose(opened.get(shipment.id, {}), record="shipment", tier=tier, policy=policy)
+    no_proof: dict[str, str] = {}
     proofs = {
         row.id: disclose(
             opened.get(proof_ids[row.id], {}), record="event", tier=tier, policy=policy
         )
         if row.id in proof_ids
-        else {}
+        else no_proof
         for row in event_rows
     }
-    timeline = tuple(_entry(row, proofs[row.id]) for row in event_rows)
+    timeline = tuple(
+        dataclasses.replace(entry, proof=proofs[row.id]) if proofs[row.id] else entry
+        for row, entry in zip(event_rows, snapshot.timeline, strict=True)
+    )
     record = access_for(
         viewer,
         shipment_id=shipment.id,

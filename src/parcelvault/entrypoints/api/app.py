@@ -3,8 +3,11 @@ import time. `factory()` is the entry point uvicorn calls in each worker process
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -12,11 +15,13 @@ from parcelvault import __version__
 from parcelvault.entrypoints.api import problems
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
+from parcelvault.entrypoints.api.ledger_routes import ledger_router
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
 from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
 from parcelvault.entrypoints.web import pages, staff_pages
 from parcelvault.logging_setup import configure_logging
+from parcelvault.services.ledger_views import Sequencer
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
 
@@ -28,15 +33,32 @@ view needs the cookie that `POST /api/v1/track/{tn}/verify` sets.
 """
 
 
-def create_app(settings: Settings | None = None, *, vault: Vault | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, vault: Vault | None = None, background: bool = False
+) -> FastAPI:
+    """The application. With `background`, its lifespan also runs the ledger sequencer
+    (appends and checkpoints, see `ledger_views.Sequencer`) in a thread of its own."""
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
+    sequencer = Sequencer(vault) if background else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if sequencer is not None:
+            sequencer.start()
+        try:
+            yield
+        finally:
+            if sequencer is not None:
+                await asyncio.to_thread(sequencer.stop)
+
     app = FastAPI(
         title="parcelvault",
         version=__version__,
         description=DESCRIPTION,
         docs_url="/docs",
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.vault = vault
     public_cache = VersionedCache[tuple[bytes, str]]()
@@ -44,6 +66,7 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None) 
     problems.install(app)
     app.include_router(router)
     app.include_router(courier_router)
+    app.include_router(ledger_router)
     pages.install(app)
     staff_pages.install(app)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
@@ -60,7 +83,7 @@ def create_app(settings: Settings | None = None, *, vault: Vault | None = None) 
 def factory() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, load_policy(settings))
-    app = create_app(settings)
+    app = create_app(settings, background=True)
     # Everything built so far lives as long as the process: move it out of the
     # collector's reach, so full collections stay short and do not stall requests.
     gc.collect()

@@ -90,3 +90,64 @@ class ProblemOut(BaseModel):
     status: int
     detail: str | None = None
     errors: list[dict[str, object]] | None = None
+
+
+class LedgerEntryOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    kind: str = Field(description="access | event | consent | erasure | key_rotation | ...")
+    leaf_hash: str = Field(description="base64 RFC 6962 leaf hash")
+    created_at: str
+    body: dict[str, object] | None = Field(
+        description="the entry (canonical JSON: sorted keys, no spaces, UTF-8, as hashed); "
+        "null when erased or withheld"
+    )
+    salt: str | None = Field(description="base64; given together with the body only")
+    erased: bool = Field(description="the body and salt were deleted with their subject")
+    withheld: bool = Field(
+        description="the body exists but is shown only to the shipment's verified recipient"
+    )
+
+
+class InclusionProofOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    size: int
+    leaf_hash: str = Field(description="base64")
+    proof: list[str] = Field(description="base64 hashes, from the leaf's sibling upwards")
+    root: str = Field(description="base64 root of the tree of `size` leaves")
+
+
+class ConsistencyProofOut(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: int = Field(alias="from")
+    to: int
+    proof: list[str] = Field(description="base64 hashes (RFC 9162 section 2.1.4)")
+    root_from: str = Field(description="base64 root of the tree of `from` leaves")
+    root_to: str = Field(description="base64 root of the tree of `to` leaves")
+
+
+class AccessOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    at: str
+    tier: str = Field(description="merchant | carrier | courier | support | admin | ...")
+    actor: str = Field(
+        description='who: a tenant\'s name, "courier on route of ...", or a staff '
+        'pseudonym such as "support agent #a1b2" (never a staff name)'
+    )
+    fields: list[str] = Field(description="policy field names, e.g. recipient.name")
+    field_labels: list[str] = Field(description="the same, as the privacy notice names them")
+    purpose: str
+    reason: str | None = Field(description="reason code of a staff reveal")
+    reason_label: str | None
+    ledger_index: int | None = Field(description="the entry in the ledger; null until sequenced")
+    entry_url: str | None
+    proof_url: str | None = Field(
+        description="inclusion proof against the latest signed checkpoint, once one covers it"
+    )
+
+
+class AccessLogOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    accesses: list[AccessOut] = Field(description="newest first")
+    truncated: bool = Field(description="older accesses exist beyond the newest 500")

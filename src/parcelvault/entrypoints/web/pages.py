@@ -21,11 +21,12 @@ from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import Locked, NotFound
 from parcelvault.entrypoints.api.routes import set_recipient_cookie, vault_of
 from parcelvault.entrypoints.api.views_json import nest
-from parcelvault.services import tracking
+from parcelvault.services import ledger_views, tracking
 
 WEB = Path(str(resources.files("parcelvault.entrypoints.web")))
 PAGE_HEADERS_PUBLIC = {"Cache-Control": "public, max-age=30", "Vary": "Cookie"}
 PAGE_HEADERS_PRIVATE = {"Cache-Control": "private, no-store", "Vary": "Cookie"}
+PAGE_HEADERS_TRANSPARENCY = {"Cache-Control": "public, max-age=5"}
 TIER_LABELS = {
     "public": "Anyone with the number",
     "recipient": "You, after proving it",
@@ -61,6 +62,7 @@ def install(app: FastAPI) -> None:
         status: int = 200,
         error: str | None = None,
         tenant: str | None = None,
+        accesses: ledger_views.AccessLog | None = None,
     ) -> Response:
         headers = (
             PAGE_HEADERS_PUBLIC if view.tier == "public" and not error else PAGE_HEADERS_PRIVATE
@@ -74,6 +76,7 @@ def install(app: FastAPI) -> None:
             personal=nest(view.personal),
             error=error,
             tenant=tenant,
+            accesses=accesses,
             session_minutes=vault_of(request).settings.recipient_session_seconds // 60,
             verify_action=f"/t/{quote(view.tracking_number)}/verify"
             + (f"?tenant={quote(tenant)}" if tenant else ""),
@@ -110,16 +113,32 @@ def install(app: FastAPI) -> None:
         tracking_number: str,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
     ) -> Response:
+        vault = vault_of(request)
         try:
-            view = tracking.track(
-                vault=vault_of(request),
-                raw_number=tracking_number,
-                cookies=request.cookies,
-                tenant=tenant,
+            resolved = tracking.resolve(
+                vault=vault, raw_number=tracking_number, cookies=request.cookies, tenant=tenant
             )
+            view = tracking.view_of(vault=vault, resolved=resolved)
         except NotFound:
             return not_found_page(request, tracking_number)
-        return tracking_page(request, view, tenant=tenant)
+        accesses = (
+            ledger_views.access_log(vault=vault, resolved=resolved)
+            if view.tier == "recipient"
+            else None
+        )
+        return tracking_page(request, view, tenant=tenant, accesses=accesses)
+
+    @app.get("/transparency", include_in_schema=False)
+    async def transparency(request: Request) -> Response:
+        found = await run_in_threadpool(ledger_views.transparency, vault=vault_of(request))
+        return render(
+            request,
+            "transparency.html",
+            headers=PAGE_HEADERS_TRANSPARENCY,
+            checkpoint=found.checkpoint,
+            verifier_key=found.verifier_key,
+            tree_size=found.tree_size,
+        )
 
     @app.post("/t/{tracking_number}/verify", include_in_schema=False)
     async def verify_form(
