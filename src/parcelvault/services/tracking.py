@@ -293,7 +293,7 @@ def view_of(*, vault: Vault, resolved: Resolved) -> TrackingView:
     snapshot = snapshot_of(vault=vault, resolved=resolved)
     view, record = assemble(vault=vault, snapshot=snapshot, viewer=resolved.viewer)
     if record is not None:
-        with vault.engine.begin() as connection:
+        with vault.writing(), vault.engine.begin() as connection:
             store.insert_access(connection, record)
     return view
 
@@ -312,7 +312,7 @@ def track(
 
 def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
     viewer = Viewer(tier="merchant", actor_kind="tenant", actor_id=str(tenant_id))
-    with vault.engine.begin() as connection:
+    with vault.writing(), vault.engine.begin() as connection:
         number = tracking_numbers.for_lookup(raw_number)
         owned = store.shipment_of_tenant(connection, tenant_id, number) if number else None
         if owned is None:
@@ -327,7 +327,7 @@ def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingVie
     number = tracking_numbers.for_lookup(raw_number)
     if number is None:
         raise NotFound()
-    with vault.engine.begin() as connection:
+    with vault.writing(), vault.engine.begin() as connection:
         rows = store.shipments_handled_for_tracking(connection, tenant_id, number)
         owned = [row for row in rows if row.tenant_id == tenant_id]
         if owned:
