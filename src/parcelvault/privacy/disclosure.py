@@ -34,8 +34,4 @@ def disclose(
 
 def fields_needed(*, record: str, tier: str, policy: Policy) -> frozenset[str]:
     """Personal fields worth opening for a tier: the ones it sees in some form."""
-    return frozenset(
-        rule.name
-        for rule in policy.fields_of(record)
-        if rule.exposure_for(tier) is not Exposure.HIDDEN
-    )
+    return policy.visible_fields(record, tier)

@@ -8,6 +8,7 @@ missing key, is an error that names the source and the key.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from dataclasses import dataclass
@@ -149,7 +150,29 @@ class Policy:
     fields: dict[str, FieldRule]
 
     def fields_of(self, record: str) -> tuple[FieldRule, ...]:
-        return tuple(rule for rule in self.fields.values() if rule.record == record)
+        return self._by_record.get(record, ())
+
+    def visible_fields(self, record: str, tier: str) -> frozenset[str]:
+        """Fields of a record that a tier sees in some form (not hidden)."""
+        key = (record, tier)
+        if key not in self._visible:
+            self._visible[key] = frozenset(
+                rule.name
+                for rule in self.fields_of(record)
+                if rule.exposure_for(tier) is not Exposure.HIDDEN
+            )
+        return self._visible[key]
+
+    @functools.cached_property
+    def _visible(self) -> dict[tuple[str, str], frozenset[str]]:
+        return {}
+
+    @functools.cached_property
+    def _by_record(self) -> dict[str, tuple[FieldRule, ...]]:
+        grouped: dict[str, list[FieldRule]] = {}
+        for rule in self.fields.values():
+            grouped.setdefault(rule.record, []).append(rule)
+        return {record: tuple(rules) for record, rules in grouped.items()}
 
     def is_personal(self, name: str) -> bool:
         return name in self.fields

@@ -106,6 +106,11 @@ class Snapshot:
     sealed: Sequence[AnyRow]
 
     @functools.cached_property
+    def proof_records(self) -> dict[int, str]:
+        """Event row id -> the record id its sealed proof fields are stored under."""
+        return {e.id: event_row_id(e.tenant_id, e.event_id) for e in self.events if e.has_proof}
+
+    @functools.cached_property
     def timeline(self) -> tuple[TimelineEntry, ...]:
         """The timeline without proofs of delivery: the same for every tier."""
         return tuple(_entry(row, {}) for row in self.events)
@@ -145,11 +150,7 @@ def assemble(
     event_rows = snapshot.events
     shipment_fields = fields_needed(record="shipment", tier=tier, policy=policy)
     event_fields = fields_needed(record="event", tier=tier, policy=policy)
-    proof_ids = (
-        {e.id: event_row_id(e.tenant_id, e.event_id) for e in event_rows if e.has_proof}
-        if event_fields
-        else {}
-    )
+    proof_ids = snapshot.proof_records if event_fields else {}
     opened: dict[str, dict[str, str]] = {}
     erased = shipment.wrapped_key is None
     if not erased and (shipment_fields or proof_ids):
