@@ -310,6 +310,30 @@ _HEADS_OF_TENANT_NAMED = _HEAD.join(tenants, tenants.c.id == shipments.c.tenant_
 )
 
 
+_DRIVER_SQL: dict[tuple[int, str], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def driver_rows(connection: Connection, statement: Any, params: dict[str, Any]) -> list[Any]:
+    """Run a prepared Core SELECT straight on the DBAPI cursor and return its rows as
+    tuples: for the one query of every public lookup, where SQLAlchemy's result
+    machinery costs more than the query. Parameters are plain values (no type
+    processing), so only statements over text and integer parameters belong here."""
+    dialect = connection.dialect
+    key = (id(statement), dialect.name)
+    if key not in _DRIVER_SQL:
+        compiled = statement.compile(dialect=dialect)
+        _DRIVER_SQL[key] = (str(compiled), tuple(compiled.positiontup or ()), compiled.params)
+    sql, order, defaults = _DRIVER_SQL[key]
+    values = {**defaults, **params}
+    bound: Any = tuple(values[name] for name in order) if order else values
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, bound)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
 def shipment_heads(
     connection: Connection, tracking_number: str, tenant_name: str | None = None
 ) -> Sequence[AnyRow]:
@@ -318,7 +342,7 @@ def shipment_heads(
     if tenant_name is not None:
         params = {"tn": tracking_number, "tenant_name": tenant_name}
         return connection.execute(_HEADS_OF_TENANT_NAMED, params).all()
-    return connection.execute(_HEADS, {"tn": tracking_number}).all()
+    return driver_rows(connection, _HEADS, {"tn": tracking_number})
 
 
 def shipment_by_id(connection: Connection, shipment_id: str) -> AnyRow | None:

@@ -34,9 +34,10 @@ def _event(entry: TimelineEntry, *, facility: bool) -> dict[str, Any]:
         "description": entry.description,
         "location": _place(entry.place, facility=facility),
     }
-    proof = nest(entry.proof).get("proof")
-    if proof:
-        body["proof"] = proof
+    if entry.proof:
+        proof = nest(entry.proof).get("proof")
+        if proof:
+            body["proof"] = proof
     return body
 
 
