@@ -13,6 +13,7 @@ from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
 from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff
+from parcelvault.entrypoints.cli_common import fail, require_ready
 from parcelvault.ledger.keys import create_signer
 from parcelvault.settings import Settings
 
@@ -28,11 +29,6 @@ app.add_typer(policy_app, name="policy")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -83,7 +79,7 @@ def serve(
     import uvicorn
 
     settings = Settings()
-    _check_ready(settings)
+    require_ready(settings)
     uvicorn.run(
         "parcelvault.entrypoints.api.app:factory",
         factory=True,
@@ -94,14 +90,6 @@ def serve(
         access_log=False,
         proxy_headers=settings.trust_forwarded_for,
     )
-
-
-def _check_ready(settings: Settings) -> None:
-    if not key_folder_exists(settings.key_dir):
-        raise fail(f"no keys in {settings.key_dir}; run `parcelvault init` first")
-    engine = make_engine(settings.database_url)
-    if migrate.current_revision(engine) != migrate.head_revision(engine):
-        raise fail("the database schema is not up to date; run `parcelvault migrate`")
 
 
 @tenants_app.command("create")

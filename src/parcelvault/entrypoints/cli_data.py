@@ -22,10 +22,8 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from parcelvault.adapters.db import migrate
-from parcelvault.adapters.db.engine import make_engine
-from parcelvault.crypto.keyring import KeyFolderError, key_folder_exists
 from parcelvault.domain.errors import DomainError
+from parcelvault.entrypoints.cli_common import fail, ready_vault
 from parcelvault.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,26 +49,11 @@ class FileFormat(StrEnum):
 
 
 def _fail(message: str, code: int = EXIT_CANNOT_RUN) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def _vault(settings: Settings) -> Vault:
-    from parcelvault.services.vault import build
-
-    if not key_folder_exists(settings.key_dir):
-        raise _fail(f"no keys in {settings.key_dir}; run `parcelvault init` first")
-    engine = make_engine(settings.database_url)
-    try:
-        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
-    finally:
-        engine.dispose()
-    if current != head:
-        raise _fail("the database schema is not up to date; run `parcelvault migrate`")
-    try:
-        return build(settings)
-    except KeyFolderError as exc:
-        raise _fail(str(exc)) from exc
+    return ready_vault(settings, EXIT_CANNOT_RUN)
 
 
 def _database_failure(exc: SQLAlchemyError) -> typer.Exit:

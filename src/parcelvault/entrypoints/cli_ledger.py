@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from parcelvault.entrypoints.cli_common import fail
 from parcelvault.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,11 +45,6 @@ KeyOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -60,7 +56,7 @@ def _signer(settings: Settings) -> Signer:
     try:
         return load_signer(settings.key_dir)
     except (OSError, NoteError) as exc:
-        raise _fail(f"cannot load the ledger signing key: {exc}", EXIT_CANNOT_RUN) from exc
+        raise fail(f"cannot load the ledger signing key: {exc}", EXIT_CANNOT_RUN) from exc
 
 
 def _verifiers(keys: list[str] | None) -> list[Verifier]:
@@ -71,7 +67,7 @@ def _verifiers(keys: list[str] | None) -> list[Verifier]:
         try:
             parsed.append(parse_verifier_key(text.strip()))
         except NoteError as exc:
-            raise _fail(f"--key number {number}: {exc}", EXIT_CANNOT_RUN) from exc
+            raise fail(f"--key number {number}: {exc}", EXIT_CANNOT_RUN) from exc
     return parsed
 
 
@@ -86,10 +82,10 @@ def _engine(settings: Settings) -> Engine:
         current, head = migrate.current_revision(engine), migrate.head_revision(engine)
     except SQLAlchemyError as exc:
         engine.dispose()
-        raise _fail(f"cannot open the database: {type(exc).__name__}", EXIT_CANNOT_RUN) from exc
+        raise fail(f"cannot open the database: {type(exc).__name__}", EXIT_CANNOT_RUN) from exc
     if current != head:
         engine.dispose()
-        raise _fail(
+        raise fail(
             "the database schema is not up to date; run `parcelvault migrate`", EXIT_CANNOT_RUN
         )
     return engine
@@ -133,7 +129,7 @@ def checkpoint_command() -> None:
     try:
         signed = log.checkpoint(engine, signer=signer, now=_now())
     except log.LedgerError as exc:
-        raise _fail(f"{exc}; run `parcelvault ledger verify`") from exc
+        raise fail(f"{exc}; run `parcelvault ledger verify`") from exc
     finally:
         engine.dispose()
     root = base64.b64encode(signed.root).decode("ascii")
@@ -209,7 +205,7 @@ def _prove(output: Path | None, locate: Callable[[Connection], int]) -> None:
             index = locate(connection)
             text = format_bundle(make_bundle(connection, index))
     except BundleError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     finally:
         engine.dispose()
     if output is None:
@@ -218,7 +214,7 @@ def _prove(output: Path | None, locate: Callable[[Connection], int]) -> None:
     try:
         output.write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"cannot write {output}: {exc.strerror}", EXIT_CANNOT_RUN) from exc
+        raise fail(f"cannot write {output}: {exc.strerror}", EXIT_CANNOT_RUN) from exc
     out.print(f"ledger: wrote the proof of entry {index} to {escape(str(output))}")
 
 
@@ -270,7 +266,7 @@ def verify_bundle_command(
             with path.open("rb") as handle:
                 raw = handle.read(MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
-        raise _fail(f"cannot read {path}: {exc.strerror}", EXIT_CANNOT_RUN) from exc
+        raise fail(f"cannot read {path}: {exc.strerror}", EXIT_CANNOT_RUN) from exc
     try:
         verified = verify_bundle(raw, verifiers)
     except BundleError as exc:

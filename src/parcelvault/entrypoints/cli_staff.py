@@ -11,10 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from parcelvault.adapters.db import migrate
-from parcelvault.adapters.db.engine import make_engine
-from parcelvault.crypto.keyring import KeyFolderError, key_folder_exists
 from parcelvault.domain.errors import DomainError, NotFound
+from parcelvault.entrypoints.cli_common import fail, ready_vault
 from parcelvault.settings import Settings
 
 if TYPE_CHECKING:
@@ -32,28 +30,8 @@ class Role(StrEnum):
     ADMIN = "admin"
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code)
-
-
 def _vault() -> Vault:
-    from parcelvault.services.vault import build
-
-    settings = Settings()
-    if not key_folder_exists(settings.key_dir):
-        raise _fail(f"no keys in {settings.key_dir}; run `parcelvault init` first")
-    engine = make_engine(settings.database_url)
-    try:
-        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
-    finally:
-        engine.dispose()
-    if current != head:
-        raise _fail("the database schema is not up to date; run `parcelvault migrate`")
-    try:
-        return build(settings)
-    except KeyFolderError as exc:
-        raise _fail(str(exc)) from exc
+    return ready_vault(Settings())
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -63,7 +41,7 @@ def _read_password(from_stdin: bool) -> str:
     first: str = typer.prompt("Password", hide_input=True)
     second: str = typer.prompt("Repeat the password", hide_input=True)
     if first != second:
-        raise _fail("the two passwords differ")
+        raise fail("the two passwords differ")
     return first
 
 
@@ -85,7 +63,7 @@ def create(
             vault=vault, username=username, role=role.value, password=password
         )
     except DomainError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     finally:
         vault.engine.dispose()
     out.print(f"staff account {escape(enrolment.username)} ({enrolment.role}) created.")
@@ -136,7 +114,7 @@ def disable(username: str) -> None:
     try:
         staff.disable_staff(vault=vault, username=username)
     except NotFound as exc:
-        raise _fail(f"no staff account named {username!r}") from exc
+        raise fail(f"no staff account named {username!r}") from exc
     finally:
         vault.engine.dispose()
     out.print(f"staff account {escape(username.strip().lower())} disabled; its sessions ended.")
