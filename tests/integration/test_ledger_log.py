@@ -154,3 +154,17 @@ def test_entries_queued_after_the_queue_emptied_are_never_lost(vault: Vault, key
     queue(2)
     assert log.sequence(vault.engine, now=vault.clock()) == 2
     assert len(_leaf_hashes(vault)) == 4
+
+
+def test_a_policy_is_recorded_once_and_again_only_when_it_changes(vault: Vault) -> None:
+    digest = vault.policy.digest
+    assert len(digest) == 64
+    assert log.record_policy(vault.engine, digest=digest, now=vault.clock())
+    assert not log.record_policy(vault.engine, digest=digest, now=vault.clock())
+    log.sequence(vault.engine, now=vault.clock())
+    assert not log.record_policy(vault.engine, digest=digest, now=vault.clock())
+    assert log.record_policy(vault.engine, digest="0" * 64, now=vault.clock())
+    log.sequence(vault.engine, now=vault.clock())
+    with vault.engine.connect() as connection:
+        kinds = connection.execute(select(ledger_entries.c.kind)).scalars().all()
+    assert kinds == ["policy_change", "policy_change"]

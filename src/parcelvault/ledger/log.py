@@ -104,6 +104,38 @@ def enqueue(
     )
 
 
+def record_policy(engine: Engine, *, digest: str, now: datetime) -> bool:
+    """Queue a `policy_change` entry if the policy in force (by the SHA-256 of its text)
+    is not the one the log last recorded; returns whether it queued one."""
+    with engine.begin() as connection:
+        bodies = [
+            *connection.execute(
+                select(ledger_queue.c.body)
+                .where(ledger_queue.c.kind == "policy_change")
+                .order_by(ledger_queue.c.id.desc())
+                .limit(1)
+            ).scalars(),
+            *connection.execute(
+                select(ledger_entries.c.body)
+                .where(ledger_entries.c.kind == "policy_change")
+                .order_by(ledger_entries.c.idx.desc())
+                .limit(1)
+            ).scalars(),
+        ]
+        recorded = [orjson.loads(body).get("policy_sha256") for body in bodies if body]
+        if recorded and recorded[0] == digest:
+            return False
+        enqueue(
+            connection,
+            kind="policy_change",
+            body={"policy_sha256": digest},
+            subject_id=None,
+            ref=None,
+            now=now,
+        )
+        return True
+
+
 @dataclass(frozen=True)
 class Pending:
     kind: str

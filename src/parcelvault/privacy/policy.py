@@ -8,7 +8,9 @@ missing key, is an error that names the source and the key.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -148,6 +150,8 @@ class Policy:
     version: int
     tiers: tuple[str, ...]
     fields: dict[str, FieldRule]
+    digest: str = ""
+    """SHA-256 (hex) of the policy file's text, for the ledger's policy_change entries."""
 
     def fields_of(self, record: str) -> tuple[FieldRule, ...]:
         return self._by_record.get(record, ())
@@ -180,7 +184,8 @@ class Policy:
 
 def load_policy_text(text: str, source: str) -> Policy:
     try:
-        return _load(text, source)
+        policy = _load(text, source)
+        return dataclasses.replace(policy, digest=hashlib.sha256(text.encode()).hexdigest())
     except PolicyError as exc:
         if exc.line is None:
             raise PolicyError(source, exc.key, exc.message, locate(text, exc.key)) from None

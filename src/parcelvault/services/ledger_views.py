@@ -446,6 +446,13 @@ class Sequencer:
             self._thread = None
 
     def _run(self) -> None:
+        try:
+            with self.vault.writing():
+                ledger_log.record_policy(
+                    self.vault.engine, digest=self.vault.policy.digest, now=self.vault.clock()
+                )
+        except Exception as exc:  # the loop below still runs; the next start tries again
+            log.error("recording the policy failed", extra={"error": type(exc).__name__})
         while not self._stop.is_set():
             try:
                 self.tick()
