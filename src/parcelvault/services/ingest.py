@@ -383,9 +383,11 @@ def prepare_events(
         if supersedes(Position(event.time, arrival), Position(best[0], best[1]) if best else None):
             latest[shipment.id] = (event.time, arrival, event.status)
             changed.add(shipment.id)
+    # In shipment-id order, as the version bumps are: concurrent batches touching the
+    # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [
         {"sid": sid, "status": status.value, "at": at, "arrival": arrival}
-        for sid, (at, arrival, status) in latest.items()
+        for sid, (at, arrival, status) in sorted(latest.items())
         if sid in changed
     ]
     return prepared

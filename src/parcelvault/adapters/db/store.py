@@ -467,11 +467,13 @@ def insert_events(
     advance the `version` of every shipment touched, which invalidates cached views."""
     bulk_insert(connection, events, event_rows, skip_duplicates=True)
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
-    if status_updates:
-        connection.execute(_ADVANCE_STATUS, status_updates)
     touched = sorted({row["shipment_id"] for row in event_rows})
     if touched:
+        # First, and in id order: this takes every row lock the batch needs in one
+        # global order, so concurrent batches cannot deadlock on PostgreSQL.
         connection.execute(_BUMP_VERSION, [{"sid": sid} for sid in touched])
+    if status_updates:
+        connection.execute(_ADVANCE_STATUS, status_updates)
 
 
 # --- access records ---------------------------------------------------------------
