@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batch_api, ceiling, import_file, lookup, report
+from bench import batch_api, ceiling, import_file, ledger, lookup, report
 from bench.common import BenchError, Result, log, machine
 
-ALL = ("import", "batch", "lookup", "recipient", "merchant")
+ALL = ("import", "batch", "lookup", "recipient", "merchant", "ledger")
 # benchmark name -> tier of the lookup benchmark
 LOOKUPS = {"lookup": "public", "recipient": "recipient", "merchant": "merchant"}
 
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> int:
         tiers = tuple(tier for name, tier in LOOKUPS.items() if name in chosen)
         if tiers:
             lookup.require_wrk()
+        if "ledger" in chosen:
+            ledger.require_pymerkle()
         about = machine()
         log("machine: " + ", ".join(f"{k} {v}" for k, v in about.items()))
         results: list[Result] = []
@@ -68,6 +70,9 @@ def main(argv: list[str]) -> int:
                 results += lookup.run(
                     workdir, rounds=rounds, seconds=seconds, workers=(1, 2), tiers=tiers
                 )
+            if "ledger" in chosen:
+                log("ledger:")
+                results += ledger.run(workdir, rounds=rounds, quick=args.quick)
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         return 1
