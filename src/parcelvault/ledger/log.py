@@ -41,11 +41,12 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
+    and_,
     bindparam,
     delete,
     func,
+    or_,
     select,
-    tuple_,
     update,
 )
 
@@ -253,8 +254,18 @@ def fetch_nodes(connection: Connection, nodes: Sequence[merkle.Node]) -> dict[me
     found: dict[merkle.Node, bytes] = {}
     for start in range(0, len(wanted), 400):
         chunk = wanted[start : start + 400]
+        by_level: dict[int, list[int]] = {}
+        for level, index in chunk:
+            by_level.setdefault(level, []).append(index)
+        # One `level = ? AND idx IN (...)` term per level, so both databases look each
+        # node up by the primary key; a row-value IN makes SQLite scan the whole table.
         query = select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
-            tuple_(ledger_nodes.c.level, ledger_nodes.c.idx).in_(chunk)
+            or_(
+                *(
+                    and_(ledger_nodes.c.level == level, ledger_nodes.c.idx.in_(indexes))
+                    for level, indexes in sorted(by_level.items())
+                )
+            )
         )
         found.update({(row.level, row.idx): row.hash for row in connection.execute(query)})
     missing = [node for node in wanted if node not in found]
