@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
 from parcelvault.adapters.db.tables import access_records, ledger_entries
 from parcelvault.ledger import log, merkle
@@ -173,19 +173,16 @@ def test_a_policy_is_recorded_once_and_again_only_when_it_changes(vault: Vault) 
 
 def test_fetching_proof_nodes_looks_them_up_by_key_not_by_scanning(vault: Vault) -> None:
     statements: list[str] = []
-
-    def remember(conn: object, cursor: object, sql: str, *args: object) -> None:
-        statements.append(sql)
-
-    event.listen(vault.engine, "before_cursor_execute", remember)
     # An empty log has no such nodes; only the query it sends matters here.
-    with vault.engine.connect() as connection, pytest.raises(log.LedgerError):
-        log.fetch_nodes(connection, merkle.inclusion_proof_nodes(5, 1000))
-    event.remove(vault.engine, "before_cursor_execute", remember)
-    query = next(sql for sql in statements if "ledger_nodes" in sql)
     with vault.engine.connect() as connection:
-        params = [0] * query.count("?")
-        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", tuple(params)).all()
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.set_trace_callback(statements.append)
+        with pytest.raises(log.LedgerError):
+            log.fetch_nodes(connection, merkle.inclusion_proof_nodes(5, 1000))
+        raw.set_trace_callback(None)
+        query = next(sql for sql in statements if "ledger_nodes" in sql)
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}").all()
     details = " ".join(str(row[-1]) for row in plan)
     assert "SCAN ledger_nodes" not in details
     assert "SEARCH ledger_nodes" in details
