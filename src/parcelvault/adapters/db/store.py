@@ -249,23 +249,6 @@ def insert_shipments(
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
 
 
-def shipments_by_number(
-    connection: Connection, tenant_id: int, numbers: Iterable[str]
-) -> dict[str, AnyRow]:
-    wanted = sorted(set(numbers))
-    found: dict[str, AnyRow] = {}
-    for chunk in _chunks(wanted):
-        query = select(
-            shipments.c.id,
-            shipments.c.tracking_number,
-            shipments.c.subject_id,
-            shipments.c.status_at,
-            shipments.c.status_arrival,
-        ).where(shipments.c.tenant_id == tenant_id, shipments.c.tracking_number.in_(chunk))
-        found.update({row.tracking_number: row for row in connection.execute(query)})
-    return found
-
-
 def shipments_handled_by(
     connection: Connection, tenant_id: int, numbers: Iterable[str]
 ) -> list[AnyRow]:
@@ -393,12 +376,6 @@ def events_of(connection: Connection, shipment_id: str) -> Sequence[AnyRow]:
     return connection.execute(_EVENTS_OF, {"sid": shipment_id}).all()
 
 
-_SEALED = select(sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value).where(
-    sealed_fields.c.record_id.in_(bindparam("ids", expanding=True)),
-    sealed_fields.c.field.in_(bindparam("fields", expanding=True)),
-)
-
-
 _SEALED_OF_RECORDS = select(
     sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value
 ).where(sealed_fields.c.record_id.in_(bindparam("ids", expanding=True)))
@@ -409,15 +386,6 @@ def sealed_of_records(connection: Connection, record_ids: Sequence[str]) -> Sequ
     if not record_ids:
         return []
     return connection.execute(_SEALED_OF_RECORDS, {"ids": list(record_ids)}).all()
-
-
-def sealed_values(
-    connection: Connection, record_ids: Sequence[str], fields: Iterable[str]
-) -> Sequence[AnyRow]:
-    names = sorted(fields)
-    if not record_ids or not names:
-        return []
-    return connection.execute(_SEALED, {"ids": list(record_ids), "fields": names}).all()
 
 
 # --- events ---------------------------------------------------------------------
