@@ -12,14 +12,11 @@ import random
 import sqlite3
 import tempfile
 import time
-import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-KEYED_SCHEMA = """
-CREATE TABLE events (
-    id VARCHAR(32) NOT NULL PRIMARY KEY,
+_COLUMNS = """
     shipment_id VARCHAR(32) NOT NULL,
     tenant_id INTEGER NOT NULL,
     event_id VARCHAR(100) NOT NULL,
@@ -34,30 +31,19 @@ CREATE TABLE events (
     loc_city VARCHAR(100),
     loc_facility VARCHAR(64),
     has_proof BOOLEAN NOT NULL,
-    UNIQUE (tenant_id, event_id)
-);
+    ledger_index BIGINT"""
+# The events table as the service declares it: an integer key (SQLite's row id), the
+# unique idempotency key, the timeline index and the partial index of unsequenced rows.
+KEYED_SCHEMA = f"""
+CREATE TABLE events (id INTEGER NOT NULL PRIMARY KEY,{_COLUMNS},
+    UNIQUE (tenant_id, event_id));
 CREATE INDEX ix_events_shipment_id_occurred_at ON events (shipment_id, occurred_at);
+CREATE INDEX ix_events_unsequenced ON events (id) WHERE ledger_index IS NULL;
 """
-BARE_SCHEMA = """
-CREATE TABLE events (
-    id VARCHAR(32) NOT NULL,
-    shipment_id VARCHAR(32) NOT NULL,
-    tenant_id INTEGER NOT NULL,
-    event_id VARCHAR(100) NOT NULL,
-    occurred_at DATETIME NOT NULL,
-    utc_offset_min SMALLINT NOT NULL,
-    arrival BIGINT NOT NULL,
-    status VARCHAR(24) NOT NULL,
-    reason VARCHAR(24),
-    description VARCHAR(500),
-    loc_country VARCHAR(2),
-    loc_region VARCHAR(100),
-    loc_city VARCHAR(100),
-    loc_facility VARCHAR(64),
-    has_proof BOOLEAN NOT NULL
-);
+BARE_SCHEMA = f"""
+CREATE TABLE events (id BIGINT NOT NULL,{_COLUMNS});
 """
-INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 BATCH = 1_000
 
 
@@ -68,11 +54,12 @@ def rows(count: int, seed: int = 7) -> list[tuple[Any, ...]]:
     shipment_id = ""
     for n in range(count):
         if n % 10 == 0:
-            shipment_id = uuid.UUID(int=rng.getrandbits(128)).hex
+            # time-ordered like the service's: a 12-digit prefix, then random digits
+            shipment_id = f"{n // 10:012x}{rng.getrandbits(80):020x}"
         occurred = start + timedelta(minutes=rng.randrange(60 * 24 * 30))
         out.append(
             (
-                uuid.UUID(int=rng.getrandbits(128)).hex,
+                n + 1,
                 shipment_id,
                 1,
                 f"ev-{n // 10}-{n % 10}",
@@ -87,6 +74,7 @@ def rows(count: int, seed: int = 7) -> list[tuple[Any, ...]]:
                 "Leeds",
                 f"HUB-{n % 97:03d}",
                 0,
+                None,
             )
         )
     return out
