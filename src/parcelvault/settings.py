@@ -13,6 +13,10 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./parcelvault.db"
     key_dir: Path = Path("./keys")
+    keystore_url: str | None = Field(
+        default=None,
+        description="where wrapped data keys are kept; default: a SQLite file in key_dir",
+    )
     policy: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)

@@ -20,11 +20,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_init_writes_private_keys_and_the_schema(env: Path) -> None:
     result = CliRunner().invoke(app, ["init"])
     assert result.exit_code == 0, result.output
-    keys = sorted((env / "keys").iterdir())
+    keys = sorted((env / "keys").glob("*.key"))
     assert [k.name for k in keys] == ["kek.key", "ledger-signer.key", "lookup.key", "session.key"]
-    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys)
+    assert (env / "keys" / "subject-keys.db").exists()
+    everything = list((env / "keys").iterdir())
+    assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in everything)
     assert stat.S_IMODE((env / "keys").stat().st_mode) == 0o700
-    assert "schema at revision 0004" in result.output
+    assert "schema at revision 0005" in result.output
 
 
 def test_init_refuses_to_overwrite_existing_keys(env: Path) -> None:

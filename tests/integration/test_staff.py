@@ -11,10 +11,11 @@ from typing import Any
 import pyotp
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from parcelvault.adapters.db.tables import access_records, reveals, staff_sessions, subjects
+from parcelvault.adapters.db.tables import access_records, reveals, staff_sessions
 from parcelvault.adapters.db.tables import staff as staff_table
+from parcelvault.crypto.keystore import data_keys
 from parcelvault.crypto.sealing import SealError
 from parcelvault.domain.errors import Conflict, Forbidden, InvalidInput
 from parcelvault.privacy.policy import Exposure, load_default_policy
@@ -553,8 +554,8 @@ def test_an_admin_cannot_reveal_a_field_the_policy_keeps_from_admins(
 def test_a_shipment_whose_subject_was_erased_cannot_be_revealed(
     vault: Vault, agent: staff.SignedIn, shipment_number: str
 ) -> None:
-    with vault.engine.begin() as connection:
-        connection.execute(update(subjects).values(wrapped_key=None, erased_at=START))
+    with vault.keystore.engine.begin() as connection:
+        connection.execute(delete(data_keys))
     with pytest.raises(Conflict):
         staff.reveal(
             vault=vault,

@@ -2,20 +2,25 @@
 
 The key folder holds three secrets, each a file of base64 text, mode 0600:
 
-- ``kek.key``: the key-encryption key; it wraps every data subject's data key;
+- ``kek.key``: the key-encryption key; it wraps every data subject's data key. After
+  `parcelvault keys rotate`, newer ones sit beside it as ``kek-2.key``, ``kek-3.key``...;
+  the highest number wraps new keys, older ones only unwrap until rotation finishes;
 - ``lookup.key``: the HMAC key of subject ids and postcode digests;
 - ``session.key``: the HMAC key that signs recipient-verification cookies.
 
 A data key is 32 random bytes, used with AES-256-GCM for every personal field of its
-subject. It is stored only wrapped: ``0x01 || nonce || AES-GCM(kek, data key)`` with
-the subject id as associated data, so a wrapped key moved to another subject fails.
-Destroying a subject's wrapped key makes all of its sealed fields unreadable.
+subject. It is stored only wrapped, in the key store (`crypto.keystore`):
+``0x02 || kek id (2 bytes, big-endian) || nonce || AES-GCM(kek, data key)`` with the
+subject id as associated data, so a wrapped key moved to another subject fails
+(``0x01 || nonce || ...`` is the older form, always under ``kek.key``). Destroying a
+subject's wrapped key makes all of its sealed fields unreadable.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +31,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from parcelvault.crypto.sealing import NONCE_BYTES, SealError
 
 KEY_NAMES = ("kek", "lookup", "session")
-WRAP_VERSION = b"\x01"
+WRAP_V1 = b"\x01"
+WRAP_V2 = b"\x02"
+_KEK_FILE = re.compile(r"^kek-(\d{1,5})\.key$")
 
 
 class KeyFolderError(Exception):
@@ -75,22 +82,65 @@ def _read_key(folder: Path, name: str) -> bytes:
     return raw
 
 
+def kek_ids(folder: Path) -> list[int]:
+    """The ids of the key-encryption keys in the folder, oldest first."""
+    found = [1] if _path(folder, "kek").exists() else []
+    for path in folder.glob("kek-*.key"):
+        match = _KEK_FILE.match(path.name)
+        if match and int(match.group(1)) > 1:
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def kek_path(folder: Path, kek_id: int) -> Path:
+    return _path(folder, "kek" if kek_id == 1 else f"kek-{kek_id}")
+
+
+def add_kek(folder: Path) -> int:
+    """Write a new key-encryption key with the next id; returns the id."""
+    new_id = max(kek_ids(folder), default=0) + 1
+    fd = os.open(kek_path(folder, new_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    return new_id
+
+
 @dataclass(frozen=True)
 class Keys:
     kek: bytes
     lookup: bytes
     session: bytes
+    older_keks: tuple[tuple[int, bytes], ...] = ()
+    kek_id: int = 1
 
     @classmethod
     def load(cls, folder: Path) -> Keys:
-        return cls(*(_read_key(folder, name) for name in KEY_NAMES))
+        ids = kek_ids(folder)
+        if not ids:
+            raise KeyFolderError(f"missing key file {_path(folder, 'kek')}; run `parcelvault init`")
+        keks = {i: _read_key(folder, "kek" if i == 1 else f"kek-{i}") for i in ids}
+        active = ids[-1]
+        return cls(
+            kek=keks[active],
+            lookup=_read_key(folder, "lookup"),
+            session=_read_key(folder, "session"),
+            older_keks=tuple((i, keks[i]) for i in ids[:-1]),
+            kek_id=active,
+        )
 
 
 class Keyring:
     def __init__(self, keys: Keys) -> None:
-        self._kek = AESGCM(keys.kek)
+        self.kek_id = keys.kek_id
+        self._keks = {keys.kek_id: AESGCM(keys.kek)}
+        self._keks.update({i: AESGCM(k) for i, k in keys.older_keks})
+        self._kek = self._keks[keys.kek_id]
         self.lookup_key = keys.lookup
         self.session_key = keys.session
+
+    @property
+    def kek_ids(self) -> list[int]:
+        return sorted(self._keks)
 
     @staticmethod
     def new_data_key() -> bytes:
@@ -98,29 +148,46 @@ class Keyring:
 
     def wrap(self, data_key: bytes, subject_id: str) -> bytes:
         nonce = os.urandom(NONCE_BYTES)
-        return WRAP_VERSION + nonce + self._kek.encrypt(nonce, data_key, subject_id.encode())
+        return (
+            WRAP_V2
+            + self.kek_id.to_bytes(2, "big")
+            + nonce
+            + self._kek.encrypt(nonce, data_key, subject_id.encode())
+        )
+
+    @staticmethod
+    def wrapped_by(wrapped: bytes) -> int:
+        """The id of the key-encryption key that wrapped `wrapped`."""
+        if wrapped[:1] == WRAP_V1:
+            return 1
+        if wrapped[:1] == WRAP_V2 and len(wrapped) > 3:
+            return int.from_bytes(wrapped[1:3], "big")
+        raise SealError("unknown wrapped-key format")
+
+    def unwrap_key(self, wrapped: bytes, subject_id: str) -> bytes:
+        kek_id = self.wrapped_by(wrapped)
+        body = wrapped[1:] if wrapped[:1] == WRAP_V1 else wrapped[3:]
+        kek = self._keks.get(kek_id)
+        if kek is None:
+            raise SealError(f"key-encryption key {kek_id} is not in the key folder")
+        try:
+            return kek.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], subject_id.encode())
+        except InvalidTag as exc:
+            raise SealError("data key failed to unwrap") from exc
+
+    def unwrap(self, wrapped: bytes, subject_id: str) -> AESGCM:
+        return AESGCM(self.unwrap_key(wrapped, subject_id))
+
+    def rewrap(self, wrapped: bytes, subject_id: str) -> bytes:
+        """The same data key wrapped by the newest key-encryption key."""
+        return self.wrap(self.unwrap_key(wrapped, subject_id), subject_id)
 
     def seal_secret(self, secret: bytes, purpose: str) -> bytes:
         """Seal a service secret (e.g. a staff TOTP seed) under the key-encryption key."""
         return self.wrap(secret, f"secret:{purpose}")
 
     def open_secret(self, sealed: bytes, purpose: str) -> bytes:
-        if sealed[:1] != WRAP_VERSION:
-            raise SealError("unknown sealed-secret format")
         try:
-            return self._kek.decrypt(
-                sealed[1 : 1 + NONCE_BYTES], sealed[1 + NONCE_BYTES :], f"secret:{purpose}".encode()
-            )
-        except InvalidTag as exc:
+            return self.unwrap_key(sealed, f"secret:{purpose}")
+        except SealError as exc:
             raise SealError("secret failed to open") from exc
-
-    def unwrap(self, wrapped: bytes, subject_id: str) -> AESGCM:
-        if wrapped[:1] != WRAP_VERSION:
-            raise SealError("unknown wrapped-key format")
-        try:
-            key = self._kek.decrypt(
-                wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :], subject_id.encode()
-            )
-        except InvalidTag as exc:
-            raise SealError("data key failed to unwrap") from exc
-        return AESGCM(key)

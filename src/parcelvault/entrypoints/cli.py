@@ -15,6 +15,7 @@ from parcelvault.domain.errors import DomainError
 from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff
 from parcelvault.entrypoints.cli_common import fail, require_ready
 from parcelvault.ledger.keys import create_signer
+from parcelvault.services.vault import open_keystore
 from parcelvault.settings import Settings
 
 app = typer.Typer(
@@ -56,6 +57,8 @@ def init(
     signer = create_signer(settings.key_dir, settings.ledger_origin)
     if signer is not None:
         out.print(f"ledger: new checkpoint signing key for the log {signer.name}")
+    keystore = open_keystore(settings)
+    out.print(f"key store: {keystore.engine.url.render_as_string(hide_password=True)}")
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     out.print(f"database: schema at revision {migrate.current_revision(engine)}")

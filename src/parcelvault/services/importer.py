@@ -650,6 +650,7 @@ def _write_chunk(
         new_shipments.append((line_no, shipment_line.to_domain()))
     shipments = ingest.prepare_shipments(
         connection,
+        keystore=vault.keystore,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,
@@ -678,6 +679,7 @@ def _write_chunk(
         new_events.append((line_no, raw, event_line.to_domain()))
     events = ingest.prepare_events(
         connection,
+        keystore=vault.keystore,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,

@@ -26,6 +26,7 @@ from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import AnyRow
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import Keyring
+from parcelvault.crypto.keystore import KeyStore, StoredKey, new_key_id
 from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
@@ -53,7 +54,6 @@ class PreparedShipments:
     rows: list[dict[str, Any]] = field(default_factory=list)
     sealed: list[dict[str, Any]] = field(default_factory=list)
     subjects: list[dict[str, Any]] = field(default_factory=list)
-    rekeyed: list[tuple[str, bytes]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     already_stored: list[int] = field(default_factory=list)
     tracking_numbers: dict[int, str] = field(default_factory=dict)
@@ -69,51 +69,56 @@ class PreparedEvents:
 
 
 class SubjectKeys:
-    """Data keys of the subjects one batch touches: unwrapped once, created when new."""
+    """Data keys of the subjects one batch touches: unwrapped once, created when new.
 
-    def __init__(self, connection: Connection, keyring: Keyring, now: datetime) -> None:
-        self._connection = connection
+    New keys are stored in the key store (in one transaction per batch) before the
+    batch's own transaction commits; if two writers create a key for the same subject
+    at once, both seal with the one the key store kept. A key whose batch then fails
+    stays unused until that subject's next shipment."""
+
+    def __init__(self, keystore: KeyStore, keyring: Keyring, now: datetime) -> None:
+        self._keystore = keystore
         self._keyring = keyring
         self._now = now
         self._ciphers: dict[str, AESGCM] = {}
         self.new_rows: list[dict[str, Any]] = []
-        self.rekeyed: list[tuple[str, bytes]] = []
 
-    def load(self, subject_ids: Sequence[str]) -> None:
-        missing = [sid for sid in subject_ids if sid not in self._ciphers]
-        for sid, wrapped in store.wrapped_keys(self._connection, missing).items():
-            if wrapped is not None:
-                self._ciphers[sid] = self._keyring.unwrap(wrapped, sid)
-            else:
-                self._ciphers[sid] = self._fresh(sid, rekey=True)
-
-    def cipher(self, subject_id: str) -> AESGCM:
-        cipher = self._ciphers.get(subject_id)
-        if cipher is None:
-            cipher = self._ciphers[subject_id] = self._fresh(subject_id, rekey=False)
-        return cipher
-
-    def _fresh(self, subject_id: str, *, rekey: bool) -> AESGCM:
-        data_key = self._keyring.new_data_key()
-        wrapped = self._keyring.wrap(data_key, subject_id)
-        if rekey:
-            self.rekeyed.append((subject_id, wrapped))
-        else:
-            self.new_rows.append(
-                {
-                    "id": subject_id,
-                    "wrapped_key": wrapped,
-                    "created_at": self._now,
-                    "erased_at": None,
-                }
+    def load(self, subject_ids: Sequence[str], *, create: bool = True) -> None:
+        """Unwrap the keys of these subjects; with `create`, make keys for those that
+        have none and list every subject in `new_rows` (for `store.upsert_subjects`)."""
+        missing = sorted({sid for sid in subject_ids if sid not in self._ciphers})
+        if not missing:
+            return
+        stored = self._keystore.get(missing)
+        fresh = [sid for sid in missing if sid not in stored] if create else []
+        if fresh:
+            data_keys = {sid: self._keyring.new_data_key() for sid in fresh}
+            made = [
+                StoredKey(
+                    sid, new_key_id(), self._keyring.kek_id, self._keyring.wrap(data_keys[sid], sid)
+                )
+                for sid in fresh
+            ]
+            stored.update(self._keystore.add(made, now=self._now))
+        if create:
+            self.new_rows.extend(
+                {"id": sid, "key_id": key.key_id, "created_at": self._now}
+                for sid, key in stored.items()
             )
-        return AESGCM(data_key)
+        for sid, key in stored.items():
+            self._ciphers[sid] = self._keyring.unwrap(key.wrapped, sid)
+
+    def cipher(self, subject_id: str) -> AESGCM | None:
+        """The subject's cipher; None if its key was destroyed (the subject is erased)."""
+        return self._ciphers.get(subject_id)
 
 
 def _seal_all(
     keys: SubjectKeys, subject_id: str, record_id: str, values: dict[str, str], policy: Policy
 ) -> list[dict[str, Any]]:
     cipher = keys.cipher(subject_id)
+    if cipher is None:
+        raise LookupError(f"no data key for subject {subject_id} was loaded")
     rows = []
     for name, value in values.items():
         if not policy.is_personal(name):
@@ -145,6 +150,7 @@ def _tracking_number(shipment: NewShipment) -> tuple[str | None, str | None, boo
 def prepare_shipments(
     connection: Connection,
     *,
+    keystore: KeyStore,
     keyring: Keyring,
     policy: Policy,
     tenant_id: int,
@@ -182,7 +188,7 @@ def prepare_shipments(
     taken = store.existing_tracking_numbers(connection, tenant_id, seen)
     issued_form = [n for _, _, n, issued in numbered if issued and n not in taken]
     held_elsewhere = store.tracking_numbers_of_others(connection, tenant_id, issued_form)
-    keys = SubjectKeys(connection, keyring, now)
+    keys = SubjectKeys(keystore, keyring, now)
     pending: list[tuple[int, NewShipment, str, bool, str]] = []
     for index, shipment, number, issued in numbered:
         if index in rejected:
@@ -233,7 +239,6 @@ def prepare_shipments(
             _seal_all(keys, subject, record_id, shipment.personal_values(), policy)
         )
     prepared.subjects = keys.new_rows
-    prepared.rekeyed = keys.rekeyed
     return prepared
 
 
@@ -258,9 +263,7 @@ def _carrier_ids(
 
 
 def write_shipments(connection: Connection, prepared: PreparedShipments) -> None:
-    store.insert_subjects(connection, prepared.subjects)
-    for subject_id, wrapped in prepared.rekeyed:
-        store.rekey_subject(connection, subject_id, wrapped)
+    store.upsert_subjects(connection, prepared.subjects)
     store.insert_shipments(connection, prepared.rows, prepared.sealed)
 
 
@@ -309,6 +312,7 @@ def handled_by_number(
 def prepare_events(
     connection: Connection,
     *,
+    keystore: KeyStore,
     keyring: Keyring,
     policy: Policy,
     tenant_id: int,
@@ -332,8 +336,8 @@ def prepare_events(
             candidates.append((index, number, event))
     shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
     stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
-    keys = SubjectKeys(connection, keyring, now)
-    keys.load(sorted({s.subject_id for s in shipments.values()}))
+    keys = SubjectKeys(keystore, keyring, now)
+    keys.load(sorted({s.subject_id for s in shipments.values()}), create=False)
     seen: set[str] = set()
     # Per shipment: (event time, arrival, status) of the latest event so far, starting
     # from what is stored; compared as tuples, the order `supersedes` defines.
@@ -355,6 +359,9 @@ def prepare_events(
         arrival = arrival_base + offset
         location = event.location
         personal = event.proof.personal_values() if event.proof else None
+        if personal and keys.cipher(shipment.subject_id) is None:
+            # The recipient was erased: personal data about them is not taken in again.
+            personal = None
         offset_delta = event.time.utcoffset()
         rows.append(
             {

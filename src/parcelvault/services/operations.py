@@ -28,6 +28,7 @@ def create_shipment(
         with vault.writing(), vault.engine.begin() as connection:
             prepared = ingest.prepare_shipments(
                 connection,
+                keystore=vault.keystore,
                 keyring=vault.keyring,
                 policy=vault.policy,
                 tenant_id=principal.tenant_id,
@@ -70,6 +71,7 @@ def _ingest_once(
     with vault.writing(), vault.engine.begin() as connection:
         prepared = ingest.prepare_events(
             connection,
+            keystore=vault.keystore,
             keyring=vault.keyring,
             policy=vault.policy,
             tenant_id=principal.tenant_id,

@@ -41,7 +41,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import AnyRow
 from parcelvault.adapters.db.tables import access_records, reveals, staff, staff_sessions
 from parcelvault.crypto.sealing import associated_data, open_sealed, seal
@@ -537,9 +536,10 @@ def reveal(
     expires = now + REVEAL_DURATION
     with vault.engine.begin() as connection:
         shipment = find_shipment(connection, raw_number, tenant)
-        if shipment.wrapped_key is None:
+        key = vault.keystore.get_one(shipment.subject_id)
+        if key is None:
             raise Conflict("the personal details of this shipment were erased")
-        cipher = vault.keyring.unwrap(shipment.wrapped_key, shipment.subject_id)
+        cipher = vault.keyring.unwrap(key.wrapped, shipment.subject_id)
         inserted = connection.execute(
             access_records.insert().values(
                 at=now,
@@ -599,9 +599,9 @@ def open_reference(*, vault: Vault, access_record_id: int) -> str | None:
         ).first()
         if row is None or row.reference is None:
             return None
-        wrapped = store.wrapped_keys(connection, [row.subject_id]).get(row.subject_id)
-    if wrapped is None:
+    key = vault.keystore.get_one(row.subject_id)
+    if key is None:
         return None
-    cipher = vault.keyring.unwrap(wrapped, row.subject_id)
+    cipher = vault.keyring.unwrap(key.wrapped, row.subject_id)
     ad = associated_data(row.subject_id, f"access:{access_record_id}", "reference")
     return open_sealed(cipher, row.reference, ad)

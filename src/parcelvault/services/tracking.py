@@ -22,6 +22,7 @@ from sqlalchemy import Connection
 from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import AnyRow
 from parcelvault.crypto import keyed_hash
+from parcelvault.crypto.keystore import KeyStore
 from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import Locked, NotFound
@@ -104,6 +105,8 @@ class Snapshot:
     shipment: AnyRow
     events: Sequence[AnyRow]
     sealed: Sequence[AnyRow]
+    wrapped_key: bytes | None
+    """The subject's wrapped data key from the key store; None once it was destroyed."""
 
     @functools.cached_property
     def proof_records(self) -> dict[int, str]:
@@ -116,12 +119,18 @@ class Snapshot:
         return tuple(_entry(row, {}) for row in self.events)
 
 
-def load_snapshot(connection: Connection, shipment: AnyRow) -> Snapshot:
+def load_snapshot(connection: Connection, shipment: AnyRow, keystore: KeyStore) -> Snapshot:
     event_rows = store.events_of(connection, shipment.id)
     records = [shipment.id] + [
         event_row_id(e.tenant_id, e.event_id) for e in event_rows if e.has_proof
     ]
-    return Snapshot(shipment, event_rows, store.sealed_of_records(connection, records))
+    key = keystore.get_one(shipment.subject_id)
+    return Snapshot(
+        shipment,
+        event_rows,
+        store.sealed_of_records(connection, records),
+        key.wrapped if key is not None else None,
+    )
 
 
 def build_view(
@@ -131,7 +140,7 @@ def build_view(
     anyone but their subject, the access record is written on `connection`, so the
     caller's transaction holds the read and its record together."""
     view, record = assemble(
-        vault=vault, snapshot=load_snapshot(connection, shipment), viewer=viewer
+        vault=vault, snapshot=load_snapshot(connection, shipment, vault.keystore), viewer=viewer
     )
     if record is not None:
         store.insert_access(connection, record)
@@ -152,9 +161,9 @@ def assemble(
     event_fields = fields_needed(record="event", tier=tier, policy=policy)
     proof_ids = snapshot.proof_records if event_fields else {}
     opened: dict[str, dict[str, str]] = {}
-    erased = shipment.wrapped_key is None
-    if not erased and (shipment_fields or proof_ids):
-        cipher = vault.keyring.unwrap(shipment.wrapped_key, shipment.subject_id)
+    erased = snapshot.wrapped_key is None
+    if snapshot.wrapped_key is not None and (shipment_fields or proof_ids):
+        cipher = vault.keyring.unwrap(snapshot.wrapped_key, shipment.subject_id)
         wanted_records = {shipment.id, *proof_ids.values()}
         wanted_fields = shipment_fields | event_fields
         for row in snapshot.sealed:
@@ -282,7 +291,7 @@ def snapshot_of(*, vault: Vault, resolved: Resolved) -> Snapshot:
         shipment = store.shipment_by_id(connection, resolved.shipment_id)
         if shipment is None:
             raise NotFound()
-        snapshot = load_snapshot(connection, shipment)
+        snapshot = load_snapshot(connection, shipment, vault.keystore)
     if shipment.version == resolved.version:
         vault.snapshots.put("snapshot", resolved.shipment_id, resolved.version, snapshot)
     return snapshot

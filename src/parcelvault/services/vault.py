@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import Keyring, Keys
+from parcelvault.crypto.keystore import KeyStore, default_url
 from parcelvault.privacy.policy import Policy, load_default_policy, load_policy_text
 from parcelvault.services.view_cache import VersionedCache
 from parcelvault.settings import Settings
@@ -28,6 +29,7 @@ class Vault:
     settings: Settings
     engine: Engine
     keyring: Keyring
+    keystore: KeyStore
     policy: Policy
     clock: Callable[[], datetime] = field(default=utc_now)
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -53,11 +55,16 @@ def load_policy(settings: Settings) -> Policy:
     return load_policy_text(settings.policy.read_text(), str(settings.policy))
 
 
+def open_keystore(settings: Settings) -> KeyStore:
+    return KeyStore.open(settings.keystore_url or default_url(settings.key_dir))
+
+
 def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Vault:
     return Vault(
         settings=settings,
         engine=make_engine(settings.database_url),
         keyring=Keyring(Keys.load(settings.key_dir)),
+        keystore=open_keystore(settings),
         policy=load_policy(settings),
         clock=clock,
     )

@@ -20,6 +20,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    null,
     or_,
     select,
     update,
@@ -185,25 +186,43 @@ def list_tenants(connection: Connection) -> Sequence[AnyRow]:
 # --- subjects -------------------------------------------------------------------
 
 
-def wrapped_keys(connection: Connection, subject_ids: Iterable[str]) -> dict[str, bytes | None]:
-    ids = sorted(set(subject_ids))
-    found: dict[str, bytes | None] = {}
-    for chunk in _chunks(ids):
-        query = select(subjects.c.id, subjects.c.wrapped_key).where(subjects.c.id.in_(chunk))
-        found.update({row.id: row.wrapped_key for row in connection.execute(query)})
-    return found
+def upsert_subjects(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert subjects (`id`, `key_id`, `created_at`); a subject already present (one
+    whose earlier key was destroyed) takes the new key id and is no longer erased."""
+    if not rows:
+        return
+    cache_key = ("subjects-upsert", connection.dialect.name, False, ())
+    if cache_key not in _COMPILED:
+        dialect_insert = (
+            postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        )
+        statement = dialect_insert(subjects).values(
+            id=bindparam("id"), key_id=bindparam("key_id"), created_at=bindparam("created_at")
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[subjects.c.id],
+            set_={"key_id": statement.excluded.key_id, "erased_at": null()},
+            where=or_(subjects.c.key_id.is_(None), subjects.c.key_id != statement.excluded.key_id),
+        )
+        compiled = statement.compile(dialect=connection.dialect)
+        _COMPILED[cache_key] = (str(compiled), tuple(compiled.positiontup or ()))
+    sql, order = _COMPILED[cache_key]
+    if connection.dialect.paramstyle == "qmark":
+        params: Any = _sqlite_rows(subjects, order, rows)
+    else:
+        params = rows
+    connection.exec_driver_sql(sql, params)
 
 
-def insert_subjects(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    bulk_insert(connection, subjects, rows, skip_duplicates=True)
-
-
-def rekey_subject(connection: Connection, subject_id: str, wrapped_key: bytes) -> None:
-    connection.execute(
-        update(subjects)
-        .where(subjects.c.id == subject_id)
-        .values(wrapped_key=wrapped_key, erased_at=None)
+def legacy_wrapped_keys(connection: Connection, limit: int) -> list[AnyRow]:
+    """Subjects whose wrapped key is still in the database (databases made before the
+    key store existed)."""
+    query = (
+        select(subjects.c.id, subjects.c.wrapped_key, subjects.c.created_at)
+        .where(subjects.c.wrapped_key.is_not(None))
+        .limit(limit)
     )
+    return list(connection.execute(query))
 
 
 # --- shipments ------------------------------------------------------------------
@@ -272,10 +291,8 @@ def shipments_handled_by(
     return found
 
 
-_SHIPMENT = (
-    select(shipments, subjects.c.wrapped_key, tenants.c.name.label("tenant_name"))
-    .join(subjects, subjects.c.id == shipments.c.subject_id)
-    .join(tenants, tenants.c.id == shipments.c.tenant_id)
+_SHIPMENT = select(shipments, tenants.c.name.label("tenant_name")).join(
+    tenants, tenants.c.id == shipments.c.tenant_id
 )
 _TRACKED = _SHIPMENT.where(shipments.c.tracking_number == bindparam("tn"))
 _BY_NUMBER = _TRACKED.limit(2)

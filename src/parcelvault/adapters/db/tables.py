@@ -83,7 +83,11 @@ subjects = Table(
     Column("wrapped_key", LargeBinary, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("erased_at", UtcDateTime(), nullable=True),
+    Column("key_id", String(32), nullable=True),
 )
+"""A data subject. Its data key lives in the key store (`crypto.keystore`), apart from
+this database, under the random `key_id`; `wrapped_key` is only read to move keys of
+databases created before the key store existed."""
 
 shipments = Table(
     "shipments",
@@ -109,8 +113,12 @@ shipments = Table(
     Column("status_arrival", BigInteger, nullable=False),
     Column("version", BigInteger, nullable=False, server_default="0"),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("retention_next_at", UtcDateTime(), nullable=True),
+    Column("shredded", String(400), nullable=True),
     UniqueConstraint("tenant_id", "tracking_number"),
     Index(None, "tracking_number"),
+    Index(None, "retention_next_at"),
+    Index(None, "subject_id"),
 )
 
 events = Table(
@@ -318,3 +326,88 @@ ledger_checkpoints = Table(
     Column("created_at", UtcDateTime(), nullable=False),
 )
 """Signed checkpoints (C2SP signed notes), one per tree size that was published."""
+
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject_id", String(64), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("notice_version", String(32), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("shipment_id", String(32), nullable=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "subject_id", "purpose", "id"),
+)
+"""Append-only consent history: one row per change. A subject's consent to a purpose is
+its latest row for that purpose; no row means no consent."""
+
+legal_holds = Table(
+    "legal_holds",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("case_ref", String(100), nullable=False),
+    Column("placed_by", String(64), nullable=False),
+    Column("placed_at", UtcDateTime(), nullable=False),
+    Column("released_at", UtcDateTime(), nullable=True),
+    Column("released_by", String(64), nullable=True),
+    Index(None, "shipment_id"),
+)
+"""A hold keeps a shipment's data from erasure and retention until it is released.
+`case_ref` names the matter (a case or claim number), never a person."""
+
+otp_challenges = Table(
+    "otp_challenges",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("subject_id", String(64), nullable=False),
+    Column("code_hash", LargeBinary(32), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("used_at", UtcDateTime(), nullable=True),
+    Index(None, "subject_id", "created_at"),
+)
+"""One-time codes sent to a subject's contact. `id` is the SHA-256 of the challenge
+token the browser holds; `code_hash` an HMAC of the code, never the code."""
+
+subject_sessions = Table(
+    "subject_sessions",
+    metadata,
+    Column("id", LargeBinary(32), primary_key=True),
+    Column("subject_id", String(64), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("ended_at", UtcDateTime(), nullable=True),
+)
+"""A person who proved control of a contact with a one-time code; `id` is the SHA-256
+of the cookie's token."""
+
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("key_id", String(32), nullable=False, unique=True),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("requested_by", String(16), nullable=False),
+    Column("shipments", Integer, nullable=False),
+    Column("cleaned_at", UtcDateTime(), nullable=True),
+)
+"""Erasure receipts. `key_id` is the destroyed data key's random id (it names no one);
+the key store keeps the same id, so restoring either side from an old backup is undone
+by `keys reconcile`."""
+
+address_corrections = Table(
+    "address_corrections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("shipment_id", String(32), ForeignKey("shipments.id"), nullable=False),
+    Column("fields", String(200), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Index(None, "shipment_id"),
+)
+"""Which address fields a recipient corrected and when (the values are sealed fields)."""

@@ -206,6 +206,7 @@ def rule_problems(vault: Vault, caller: Principal, items: list[Numbered]) -> lis
     with vault.engine.connect() as connection:
         prepared = ingest.prepare_events(
             connection,
+            keystore=vault.keystore,
             keyring=vault.keyring,
             policy=vault.policy,
             tenant_id=caller.tenant_id,

@@ -1,0 +1,222 @@
+"""The key store: every data subject's wrapped data key, kept apart from the database.
+
+Why apart: crypto-shredding only reaches backups if the keys are not in them. The
+database (and every backup of it) holds ciphertexts and, per subject, only the random
+`key_id` of its data key; the key store holds the wrapped keys. Erasing a subject
+deletes its row here and records the `key_id` in `destroyed_keys`, so:
+
+- restoring an old *database* backup brings back ciphertexts whose key no longer
+  exists anywhere, and `keys reconcile` finds them by `key_id` and finishes the
+  erasure in the database again;
+- restoring an old *key store* backup brings back a key that the database's erasure
+  receipts name, and `keys reconcile` destroys it again.
+
+By default the key store is a SQLite file in the key folder (`subject-keys.db`); with
+several application hosts it is a database of its own (`PARCELVAULT_KEYSTORE_URL`),
+backed up on its own schedule. Its schema is created on first use.
+
+A key row: ``subject_id`` (the keyed hash the database uses), ``key_id`` (16 random
+bytes, hex), ``kek_id`` (which key-encryption key wrapped it) and ``wrapped``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from parcelvault.adapters.db.engine import make_engine
+from parcelvault.adapters.db.tables import UtcDateTime
+
+KEYSTORE_FILE = "subject-keys.db"
+CHUNK = 500
+
+keystore_metadata = MetaData()
+
+data_keys = Table(
+    "data_keys",
+    keystore_metadata,
+    Column("subject_id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False, unique=True),
+    Column("kek_id", Integer, nullable=False, index=True),
+    Column("wrapped", LargeBinary, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+destroyed_keys = Table(
+    "destroyed_keys",
+    keystore_metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("destroyed_at", UtcDateTime(), nullable=False),
+)
+
+
+def default_url(key_dir: Path) -> str:
+    return f"sqlite:///{(key_dir / KEYSTORE_FILE).resolve()}"
+
+
+def new_key_id() -> str:
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    subject_id: str
+    key_id: str
+    kek_id: int
+    wrapped: bytes
+
+
+def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+class KeyStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        keystore_metadata.create_all(engine, checkfirst=True)
+
+    @classmethod
+    def open(cls, url: str) -> KeyStore:
+        engine = make_engine(url)
+        path = engine.url.database if engine.dialect.name == "sqlite" else None
+        if path and path != ":memory:" and not Path(path).exists():
+            # Created private before SQLite opens it: its -wal and -shm files take
+            # the same mode.
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return cls(engine)
+
+    def get(self, subject_ids: Iterable[str]) -> dict[str, StoredKey]:
+        wanted = sorted(set(subject_ids))
+        found: dict[str, StoredKey] = {}
+        with self.engine.connect() as connection:
+            for chunk in _chunks(wanted):
+                query = select(data_keys).where(data_keys.c.subject_id.in_(chunk))
+                for row in connection.execute(query):
+                    found[row.subject_id] = StoredKey(
+                        row.subject_id, row.key_id, row.kek_id, row.wrapped
+                    )
+        return found
+
+    def get_one(self, subject_id: str) -> StoredKey | None:
+        return self.get([subject_id]).get(subject_id)
+
+    def add(self, keys: Sequence[StoredKey], *, now: datetime) -> dict[str, StoredKey]:
+        """Store new keys; where another process stored a key for the same subject
+        first, theirs is kept and returned instead, so every writer seals with the
+        same key."""
+        if not keys:
+            return {}
+        rows = [
+            {
+                "subject_id": k.subject_id,
+                "key_id": k.key_id,
+                "kek_id": k.kek_id,
+                "wrapped": k.wrapped,
+                "created_at": now,
+            }
+            for k in keys
+        ]
+        statement = insert(data_keys)
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            statement = statement.prefix_with("OR IGNORE")
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement = pg_insert(data_keys).on_conflict_do_nothing()
+        with self.engine.begin() as connection:
+            connection.execute(statement, rows)
+        return self.get(k.subject_id for k in keys)
+
+    def destroy(self, subject_id: str, *, now: datetime) -> StoredKey | None:
+        """Delete a subject's key and remember its id as destroyed; the key that was
+        destroyed, or None if the subject had none."""
+        with self.engine.begin() as connection:
+            row = connection.execute(
+                select(data_keys).where(data_keys.c.subject_id == subject_id)
+            ).first()
+            if row is None:
+                return None
+            connection.execute(delete(data_keys).where(data_keys.c.subject_id == subject_id))
+            connection.execute(insert(destroyed_keys).values(key_id=row.key_id, destroyed_at=now))
+        return StoredKey(row.subject_id, row.key_id, row.kek_id, row.wrapped)
+
+    def destroy_key_ids(self, key_ids: Iterable[str], *, now: datetime) -> int:
+        """Destroy keys by id (keys an old key-store backup brought back); returns how
+        many were still present."""
+        wanted = sorted(set(key_ids))
+        removed = 0
+        with self.engine.begin() as connection:
+            known = set(connection.execute(select(destroyed_keys.c.key_id)).scalars())
+            for chunk in _chunks(wanted):
+                result = connection.execute(delete(data_keys).where(data_keys.c.key_id.in_(chunk)))
+                removed += result.rowcount
+            fresh = [{"key_id": k, "destroyed_at": now} for k in wanted if k not in known]
+            if fresh:
+                connection.execute(insert(destroyed_keys), fresh)
+        return removed
+
+    def destroyed_ids(self) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(destroyed_keys.c.key_id)).scalars())
+
+    def count_by_kek(self) -> dict[int, int]:
+        with self.engine.connect() as connection:
+            query = select(data_keys.c.kek_id, func.count()).group_by(data_keys.c.kek_id)
+            return {int(kek): int(n) for kek, n in connection.execute(query)}
+
+    def oldest_key_created(self) -> datetime | None:
+        with self.engine.connect() as connection:
+            value: datetime | None = connection.execute(
+                select(func.min(data_keys.c.created_at))
+            ).scalar()
+            return value
+
+    def batch_wrapped_by(self, kek_id: int, *, after: str, limit: int) -> list[StoredKey]:
+        """Keys wrapped by `kek_id`, in subject order after `after` (for re-wrapping)."""
+        with self.engine.connect() as connection:
+            query = (
+                select(data_keys)
+                .where(data_keys.c.kek_id == kek_id, data_keys.c.subject_id > after)
+                .order_by(data_keys.c.subject_id)
+                .limit(limit)
+            )
+            return [
+                StoredKey(r.subject_id, r.key_id, r.kek_id, r.wrapped)
+                for r in connection.execute(query)
+            ]
+
+    def replace_wrapped(self, keys: Sequence[StoredKey]) -> None:
+        """Store re-wrapped keys; a row is only changed if it still has its old key id
+        (a key destroyed meanwhile stays destroyed)."""
+        if not keys:
+            return
+        statement = (
+            update(data_keys)
+            .where(data_keys.c.subject_id == bindparam("s"), data_keys.c.key_id == bindparam("k"))
+            .values(kek_id=bindparam("e"), wrapped=bindparam("w"))
+        )
+        params = [{"s": k.subject_id, "k": k.key_id, "e": k.kek_id, "w": k.wrapped} for k in keys]
+        with self.engine.begin() as connection:
+            connection.execute(statement, params)
