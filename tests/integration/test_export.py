@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from parcelvault.adapters.db.tables import access_records, consents
+from parcelvault.adapters.db.tables import access_records, consents, shipments
 from parcelvault.crypto import keyed_hash
 from parcelvault.domain.errors import NotFound
 from parcelvault.entrypoints.api.app import create_app
@@ -219,3 +219,22 @@ def test_subjects_commands_want_exactly_one_contact(env: Path) -> None:
     unknown = runner.invoke(cli, ["subjects", "export", "--email", "nobody@example.org"])
     assert unknown.exit_code == 1
     assert "no shipments for this person" in unknown.output
+
+
+def test_an_export_for_one_shipments_recipient_leaves_out_the_persons_other_shipments(
+    client: TestClient, vault: Vault, shop_key: str, canaries: Canaries
+) -> None:
+    first = _ship(client, shop_key, canaries)
+    _ship(client, shop_key, canaries)
+    with vault.engine.connect() as connection:
+        shipment_id = connection.execute(
+            select(shipments.c.id).where(shipments.c.tracking_number == first)
+        ).scalar_one()
+    data = export.export_subject(
+        vault=vault,
+        subject_id=_subject(vault, canaries),
+        requested_by="subject",
+        only_shipment=shipment_id,
+    )
+    assert [s["tracking_number"] for s in data["shipments"]] == [first]
+    assert len(data["access_records"]) == 1

@@ -60,22 +60,32 @@ def _opened(
     return opened, True
 
 
-def _shipment_rows(connection: Connection, subject_id: str) -> list[AnyRow]:
+def _shipment_rows(
+    connection: Connection, subject_id: str, only_shipment: str | None
+) -> list[AnyRow]:
     query = (
         select(shipments, tenants.c.name.label("tenant_name"))
         .join(tenants, tenants.c.id == shipments.c.tenant_id)
         .where(shipments.c.subject_id == subject_id)
         .order_by(shipments.c.created_at, shipments.c.id)
     )
+    if only_shipment is not None:
+        query = query.where(shipments.c.id == only_shipment)
     return list(connection.execute(query))
 
 
-def export_subject(*, vault: Vault, subject_id: str, requested_by: str) -> dict[str, Any]:
+def export_subject(
+    *, vault: Vault, subject_id: str, requested_by: str, only_shipment: str | None = None
+) -> dict[str, Any]:
     """Everything about the subject. `requested_by` is `subject` for the person
-    themself, or `operator:<name>` for an operator (which records the access)."""
+    themself, or `operator:<name>` for an operator (which records the access).
+
+    `only_shipment` limits the export to one shipment and the access records about
+    it: for a visitor who proved only that they are that shipment's recipient (by
+    its postcode), not that they control the contact shared by all their shipments."""
     now = vault.clock()
     with vault.engine.connect() as connection:
-        rows = _shipment_rows(connection, subject_id)
+        rows = _shipment_rows(connection, subject_id, only_shipment)
         if not rows:
             raise NotFound()
         events_by_shipment = {row.id: store.events_of(connection, row.id) for row in rows}
@@ -86,17 +96,22 @@ def export_subject(*, vault: Vault, subject_id: str, requested_by: str) -> dict[
             if e.has_proof
         ]
         sealed = store.sealed_of_records(connection, records)
-        consent_rows = list(
-            connection.execute(
-                select(consents).where(consents.c.subject_id == subject_id).order_by(consents.c.id)
+        consent_rows = (
+            []
+            if only_shipment is not None
+            else list(
+                connection.execute(
+                    select(consents)
+                    .where(consents.c.subject_id == subject_id)
+                    .order_by(consents.c.id)
+                )
             )
         )
+        about = select(access_records).where(access_records.c.subject_id == subject_id)
+        if only_shipment is not None:
+            about = about.where(access_records.c.shipment_id == only_shipment)
         access_rows = list(
-            connection.execute(
-                select(access_records)
-                .where(access_records.c.subject_id == subject_id)
-                .order_by(access_records.c.at, access_records.c.id)
-            )
+            connection.execute(about.order_by(access_records.c.at, access_records.c.id))
         )
         actors = _actors(connection, vault, access_rows)
     opened, has_key = _opened(vault, subject_id, sealed)
