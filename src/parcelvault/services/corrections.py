@@ -64,8 +64,9 @@ def _control_free(text: str, *, allow_newlines: bool = False) -> bool:
 
 def _street(value: str, problems: list[FieldProblem]) -> str:
     lines = [line.strip() for line in value.split("\n")]
-    if not 1 <= len(lines) <= STREET_LINES_MAX:
+    if not value.strip() or len(lines) > STREET_LINES_MAX:
         problems.append(FieldProblem(("street",), f"1 to {STREET_LINES_MAX} lines"))
+        return value
     for number, line in enumerate(lines):
         if not 1 <= len(line) <= STREET_LINE_MAX:
             message = f"each line 1 to {STREET_LINE_MAX} characters"
