@@ -593,6 +593,12 @@ COURIER_ENDPOINTS = {
     ("/api/v1/courier/stops", "get"),
     ("/api/v1/courier/stops/{tracking_number}/complete", "post"),
 }
+SUBJECT_ENDPOINTS = {
+    ("/api/v1/track/{tracking_number}/consents", "get"),
+    ("/api/v1/track/{tracking_number}/consents/history", "get"),
+    ("/api/v1/track/{tracking_number}/consents/{purpose}", "put"),
+    ("/api/v1/track/{tracking_number}/address", "post"),
+}
 
 
 def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> None:
@@ -605,7 +611,7 @@ def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> No
         for method in route.methods
     }
 
-    assert listed == ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS
+    assert listed == ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS | SUBJECT_ENDPOINTS
     assert routed == ENDPOINTS
 
 

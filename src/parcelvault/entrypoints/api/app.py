@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parcelvault import __version__
-from parcelvault.entrypoints.api import problems
+from parcelvault.entrypoints.api import problems, subject_routes
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
@@ -71,6 +71,7 @@ def create_app(
     app.include_router(router)
     app.include_router(courier_router)
     app.include_router(ledger_router)
+    subject_routes.install(app)
     pages.install(app)
     staff_pages.install(app)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
