@@ -22,7 +22,7 @@ from parcelvault.services import tenants
 from parcelvault.services.consent import PURPOSES
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
-from tests.e2e.test_api_errors import assert_problem
+from tests.e2e.test_api_errors import assert_problem, json_values
 from tests.e2e.test_api_tracking import SUBJECT_ENDPOINTS, create, track, verify
 
 PROBLEM = "application/problem+json"
@@ -500,13 +500,6 @@ def test_the_openapi_document_describes_the_recipient_endpoints_and_their_proble
 
 # --- never a 500 ------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 address_bodies = st.fixed_dictionaries(
     {},
     optional={
