@@ -11,6 +11,9 @@ The pipeline, in constant memory whatever the file size:
    its shipments first, then its events, through the same `ingest.prepare_*` checks
    as the API (unknown tracking numbers, future times, duplicate event ids).
 
+For files of PARALLEL_MIN_BYTES or more, steps 1 and 2 run in a second process, one
+chunk ahead of step 3, with the same results.
+
 A bad line is rejected and reported by line number (1-based; a CSV header is line 1)
 and field, never by value; the good lines are written. Reruns are no-ops: a shipment
 whose tracking number the tenant already has (from an earlier run, or earlier in the

@@ -88,7 +88,9 @@ class BatchFastPath:
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive)
-        answer = await run_in_threadpool(self._store, key, body) if complete else None
+        if not complete:
+            return  # the client went away before sending its batch: nobody to answer
+        answer = await run_in_threadpool(self._store, key, body)
         if answer is None:
             await self.app(scope, replaying(body, receive), send)
             return
