@@ -432,6 +432,29 @@ def test_an_unknown_tenant_or_unreadable_file_is_an_error_not_a_report(
         _import(vault, tmp_path, fmt=importer.ImportFormat.CSV)
 
 
+@pytest.mark.parametrize("second_process", [False, True])
+def test_a_read_failure_midway_names_the_line_and_keeps_the_chunks_written(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_process: bool
+) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 9)])
+    lines = importer.LineReader._lines
+
+    def failing_after_line_5(reader: importer.LineReader) -> Any:
+        for item in lines(reader):
+            if item[0] == 6:
+                raise OSError(5, "Input/output error")
+            yield item
+
+    monkeypatch.setattr(importer.LineReader, "_lines", failing_after_line_5)
+    if second_process:
+        monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    with pytest.raises(importer.UnreadableFile) as failure:
+        _import(vault, path, chunk_size=2)
+    assert str(failure.value) == f"reading {path} failed after line 6: Input/output error"
+    assert _rows(vault)["events"] == 3
+
+
 # --- personal data ---------------------------------------------------------------------
 
 
