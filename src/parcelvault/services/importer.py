@@ -50,7 +50,6 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from parcelvault.adapters.wire import EventLine, ImportLine, ShipmentLine
-from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import DomainError
 from parcelvault.domain.shipments import Location, NewShipment, Proof, ScanEvent
 from parcelvault.domain.statuses import Reason, Status
@@ -837,7 +836,7 @@ def _write_chunk(
 
     def number_of(raw: str) -> str | None:
         if raw not in canonical:
-            canonical[raw] = tracking_numbers.for_lookup(raw)
+            canonical[raw] = ingest.number_for_lookup(raw)
         return canonical[raw]
 
     def reject(index: int, problem: ingest.Problem) -> None:

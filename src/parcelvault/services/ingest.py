@@ -11,6 +11,7 @@ event ids are unique per tenant and rows are inserted with ON CONFLICT DO NOTHIN
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -279,6 +280,10 @@ def event_row_id(tenant_id: int, event_id: str) -> str:
 
 _NO_LOCATION = Location()
 
+number_for_lookup = functools.lru_cache(maxsize=1 << 16)(tracking_numbers.for_lookup)
+"""`tracking_numbers.for_lookup`, remembered: the same numbers come back batch after
+batch, and checking an issued number's check symbol is not free."""
+
 NOT_HANDLED = "no shipment of yours has this number"
 SHARED_NUMBER = "is shared by several shipments you carry; cannot tell which one"
 
@@ -326,7 +331,7 @@ def prepare_events(
         if raw_number in canonical:
             number = canonical[raw_number]
         else:
-            number = canonical[raw_number] = tracking_numbers.for_lookup(raw_number)
+            number = canonical[raw_number] = number_for_lookup(raw_number)
         if number is None:
             problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
         if problems:
@@ -335,9 +340,8 @@ def prepare_events(
             candidates.append((index, number, event))
     shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
     stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
-    keys = SubjectKeys(connection, keyring, now)
-    keys.load(sorted({s.subject_id for s in shipments.values()}))
     seen: set[str] = set()
+    to_seal: list[tuple[str, str, dict[str, str]]] = []
     # Per shipment: (event time, arrival, status) of the latest event so far, starting
     # from what is stored. The (time, arrival) pairs are compared as tuples, which is
     # the order `supersedes` defines, without building two Positions per event.
@@ -387,12 +391,17 @@ def prepare_events(
             )
         )
         if personal:
-            row_id = event_row_id(tenant_id, event_id)
-            prepared.sealed.extend(_seal_all(keys, shipment.subject_id, row_id, personal, policy))
+            to_seal.append((shipment.subject_id, event_row_id(tenant_id, event_id), personal))
         best = latest.get(shipment_id)
         if best is None or (occurred_at, arrival) >= best[:2]:
             latest[shipment_id] = (occurred_at, arrival, event.status)
             changed.add(shipment_id)
+    if to_seal:
+        # Only the subjects whose events carry proof need their data keys unwrapped.
+        keys = SubjectKeys(connection, keyring, now)
+        keys.load(sorted({subject for subject, _, _ in to_seal}))
+        for subject, row_id, personal in to_seal:
+            prepared.sealed.extend(_seal_all(keys, subject, row_id, personal, policy))
     # In shipment-id order, as the version bumps are: concurrent batches touching the
     # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [

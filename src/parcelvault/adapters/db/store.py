@@ -159,16 +159,16 @@ def bulk_insert_tuples(
         connection.exec_driver_sql(sql, rows)
 
 
-_DRIVER_MANY: dict[tuple[int, str], tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+_DRIVER_MANY: dict[tuple[int, str], tuple[str, tuple[str, ...], dict[str, Any], list[int]]] = {}
 
 
 def driver_executemany(
     connection: Connection, statement: Any, params: list[dict[str, Any]]
 ) -> None:
     """executemany of a prepared Core UPDATE straight on the driver (no per-row
-    processing by SQLAlchemy). On SQLite every datetime parameter is turned into the
-    text a UtcDateTime column holds, so only text, integer and UTC timestamp parameters
-    belong here."""
+    processing by SQLAlchemy). On SQLite the parameters bound to UtcDateTime columns
+    are turned into the text such a column holds; every other parameter is passed as
+    it is, so only text, integer and UTC timestamp parameters belong here."""
     if not params:
         return
     dialect = connection.dialect
@@ -176,20 +176,22 @@ def driver_executemany(
     if key not in _DRIVER_MANY:
         compiled = statement.compile(dialect=dialect)
         order = tuple(compiled.positiontup or ())
-        _DRIVER_MANY[key] = (str(compiled), order, dict(compiled.params))
-    sql, order, defaults = _DRIVER_MANY[key]
+        stamps = [
+            i for i, name in enumerate(order) if isinstance(compiled.binds[name].type, UtcDateTime)
+        ]
+        _DRIVER_MANY[key] = (str(compiled), order, dict(compiled.params), stamps)
+    sql, order, defaults, stamps = _DRIVER_MANY[key]
     if dialect.paramstyle != "qmark":
         connection.exec_driver_sql(sql, [{**defaults, **row} for row in params])
         return
-    bound = []
+    bound: list[tuple[Any, ...]] = []
     for row in params:
-        values = {**defaults, **row}
-        bound.append(
-            tuple(
-                _sqlite_datetime(value) if isinstance(value, datetime) else value
-                for value in (values[name] for name in order)
-            )
-        )
+        merged = {**defaults, **row} if defaults else row
+        values = [merged[name] for name in order]
+        for i in stamps:
+            if values[i] is not None:
+                values[i] = _sqlite_datetime(values[i])
+        bound.append(tuple(values))
     connection.exec_driver_sql(sql, bound)
 
 
