@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from parcelvault import __version__
 from parcelvault.entrypoints.api import problems, subject_routes
+from parcelvault.entrypoints.api.batch_fast_path import BatchFastPath
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
@@ -74,6 +75,7 @@ def create_app(
     subject_routes.install(app)
     pages.install(app)
     staff_pages.install(app)
+    app.add_middleware(BatchFastPath, vault=vault)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
     app.add_middleware(
         PublicRateLimit,
