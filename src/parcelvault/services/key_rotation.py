@@ -30,7 +30,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,14 +257,30 @@ def rewrap_pass(
     progress: Progress | None = None,
     done_before: int = 0,
 ) -> PassResult:
-    """One pass over the key store in subject order, re-wrapping every key not wrapped
-    by `target`. Each batch is stored in its own transaction, so stopping anywhere
-    loses at most the batches not yet stored."""
+    """One pass over the key store, re-wrapping every key not wrapped by `target`. Each
+    batch is stored in its own transaction, so stopping anywhere loses at most the
+    batches not yet stored.
+
+    One thread stores a batch while this one reads and re-wraps the next: the database
+    driver lets go of the interpreter while the statement runs, so on two cores the
+    UPDATEs and the crypto overlap."""
     after: RewrapCursor = START
     read = stored = 0
     in_flight: deque[tuple[RewrapBatch, Future[list[bytes]]]] = deque()
+    storing: tuple[RewrapBatch, Future[int]] | None = None
     exhausted = False
-    with _Rewrapper(keyring, folder, workers) as rewrapper:
+
+    def stored_one(pending: tuple[RewrapBatch, Future[int]]) -> None:
+        nonlocal read, stored
+        stored += pending[1].result()
+        read += len(pending[0])
+        if progress is not None:
+            progress(done_before + read, max(total, done_before + read))
+
+    with (
+        _Rewrapper(keyring, folder, workers) as rewrapper,
+        ThreadPoolExecutor(1, thread_name_prefix="keystore-writer") as writer,
+    ):
         while True:
             while not exhausted and len(in_flight) < rewrapper.depth:
                 found = keystore.batch_to_rewrap(target, after=after, limit=batch)
@@ -275,12 +291,15 @@ def rewrap_pass(
                 items = list(zip(found.subject_ids, found.wrapped, strict=True))
                 in_flight.append((found, rewrapper.submit(items, target)))
             if not in_flight:
-                return PassResult(read, stored)
+                break
             found, future = in_flight.popleft()
-            stored += keystore.store_rewrapped(found, future.result(), target)
-            read += len(found)
-            if progress is not None:
-                progress(done_before + read, max(total, done_before + read))
+            wrapped = future.result()
+            if storing is not None:
+                stored_one(storing)
+            storing = (found, writer.submit(keystore.store_rewrapped, found, wrapped, target))
+        if storing is not None:
+            stored_one(storing)
+    return PassResult(read, stored)
 
 
 @dataclass(frozen=True)
@@ -393,6 +412,7 @@ def rotate(
     chosen = workers if workers is not None else default_workers(keys_left)
     read = stored = 0
     secrets = 0
+    left = (keys_left, secrets_left)
     for number in range(PASSES):
         if number > 0:
             # Give services that still wrap with the old key time to notice the new one.
@@ -415,7 +435,7 @@ def rotate(
         if left == (0, 0):
             break
         chosen = default_workers(left[0])
-    remaining = sum(pending(vault, target))
+    remaining = sum(left)
     if remaining == 0:
         _record(
             vault,
