@@ -27,7 +27,7 @@ from parcelvault.ledger.keys import (
     retired_verifiers,
 )
 from parcelvault.ledger.note import NoteError, format_verifier_key, open_note
-from parcelvault.services import key_rotation
+from parcelvault.services import key_rotation, signer_rotation
 from parcelvault.services.ledger_audit import audit
 from parcelvault.services.ledger_views import Sequencer
 from parcelvault.services.vault import Vault
@@ -201,7 +201,7 @@ def test_a_checkpoint_signed_before_a_signer_rotation_still_verifies_after(
     with vault.engine.connect() as connection:
         old_bundle = format_bundle(make_bundle(connection, 0))
 
-    rotated = key_rotation.rotate_signer(vault.engine, folder, now=NOW)
+    rotated = signer_rotation.rotate_signer(vault.engine, folder, now=NOW)
 
     new = load_signer(folder)
     assert new.name == old.name == ORIGIN
@@ -261,7 +261,7 @@ def test_an_interrupted_signer_rotation_finishes_with_the_same_new_key(operator:
     from parcelvault.ledger.keys import stage_next_signer
 
     staged = stage_next_signer(folder, old)
-    key_rotation.rotate_signer(operator.engine, folder, now=NOW)
+    signer_rotation.rotate_signer(operator.engine, folder, now=NOW)
     assert load_signer(folder).key_id == staged.key_id
     with operator.engine.connect() as connection:
         entries = connection.execute(
@@ -275,7 +275,7 @@ def test_the_running_sequencer_signs_with_the_new_key_after_rotation(operator: V
     sequencer = Sequencer(operator)
     first = sequencer._load_signer()
     assert first is not None
-    key_rotation.rotate_signer(operator.engine, folder, now=NOW)
+    signer_rotation.rotate_signer(operator.engine, folder, now=NOW)
     after = sequencer._load_signer()
     assert after is not None
     assert after.key_id != first.key_id
@@ -306,7 +306,7 @@ def test_ledger_rotate_key_then_verify_and_key_list_both_keys(operator: Vault) -
 
 def test_the_transparency_page_lists_retired_keys(operator: Vault, client: TestClient) -> None:
     old_key = format_verifier_key(load_signer(operator.settings.key_dir).verifier)
-    key_rotation.rotate_signer(operator.engine, operator.settings.key_dir, now=NOW)
+    signer_rotation.rotate_signer(operator.engine, operator.settings.key_dir, now=NOW)
     page = client.get("/transparency")
     assert page.status_code == 200
     assert old_key in page.text

@@ -118,14 +118,14 @@ def rotate_key_command() -> None:
     key_rotation entry that names both keys; its public key is kept (see `ledger key
     --retired`), so checkpoints and bundles signed before still verify."""
     from parcelvault.ledger.note import NoteError
-    from parcelvault.services.key_rotation import rotate_signer
+    from parcelvault.services.signer_rotation import rotate_signer
 
     settings = Settings()
     _signer(settings)
     engine = _engine(settings)
     try:
         rotated = rotate_signer(engine, settings.key_dir, now=_now())
-    except (OSError, NoteError) as exc:
+    except (OSError, NoteError, LookupError) as exc:
         raise fail(f"cannot rotate the ledger signing key: {exc}", EXIT_CANNOT_RUN) from exc
     finally:
         engine.dispose()

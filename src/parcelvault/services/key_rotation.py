@@ -5,7 +5,8 @@ Rotation
 --------
 `rotate` writes a new key-encryption key (unless a rotation is unfinished: then it
 continues it), and re-wraps every data key in the key store that an older one wrapped,
-a batch per transaction, in subject order. Nothing else changes: the data keys stay the
+a batch per transaction (in row order on SQLite, subject order on PostgreSQL). Nothing
+else changes: the data keys stay the
 same, so no sealed field is touched and the service keeps serving. A running service
 wraps new keys with the new key-encryption key within `KEK_REFRESH_SECONDS` of its file
 appearing (see `Keyring`); keys it wrapped with the old one just before are found by a
@@ -37,16 +38,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine, and_, bindparam, select, update
 
 from parcelvault.adapters.db import store
-from parcelvault.adapters.db.tables import (
-    ledger_checkpoints,
-    ledger_entries,
-    ledger_queue,
-    staff,
-    subjects,
-)
+from parcelvault.adapters.db.tables import staff, subjects
 from parcelvault.crypto.keyring import KEK_REFRESH_SECONDS, Keyring, add_kek, kek_ids, kek_path
 from parcelvault.crypto.keystore import (
     START,
@@ -58,7 +53,7 @@ from parcelvault.crypto.keystore import (
     new_key_id,
 )
 from parcelvault.ledger import log as ledger_log
-from parcelvault.ledger.keys import retired_verifiers, signer_since
+from parcelvault.ledger.keys import signer_since
 from parcelvault.services.vault import Vault
 
 BATCH = 10_000
@@ -609,62 +604,3 @@ def status(vault: Vault, *, now: datetime) -> KeyStatus:
         due=tuple(due),
         missing=missing,
     )
-
-
-# --- the checkpoint signing key --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignerRotation:
-    retired: str
-    """The retired key's verifier key string."""
-    current: str
-    last_size: int | None
-    """The size of the last checkpoint the retired key signed."""
-
-
-def rotate_signer(engine: Engine, folder: Path, *, now: datetime) -> SignerRotation:
-    """Replace the checkpoint signing key. The old key signs one last checkpoint that
-    covers a `key_rotation` entry naming both keys, so whoever trusts the old key can
-    learn the new one from the log itself; then the new key takes over. Rerunning after
-    an interruption finishes with the same new key."""
-    from parcelvault.ledger.keys import complete_rotation, load_signer, stage_next_signer
-    from parcelvault.ledger.note import format_verifier_key
-
-    current = load_signer(folder)
-    staged = stage_next_signer(folder, current)
-    retired_key = format_verifier_key(current.verifier)
-    new_key = format_verifier_key(staged.verifier)
-    ref = f"signer:{staged.key_id:08x}"
-    with engine.begin() as connection:
-        queued = connection.execute(
-            select(ledger_queue.c.id).where(ledger_queue.c.ref == ref).limit(1)
-        ).first()
-        logged = connection.execute(
-            select(ledger_entries.c.idx).where(ledger_entries.c.ref == ref).limit(1)
-        ).first()
-        if queued is None and logged is None:
-            ledger_log.enqueue(
-                connection,
-                kind="key_rotation",
-                body={
-                    "action": "ledger_signer_rotated",
-                    "retired_key": retired_key,
-                    "new_key": new_key,
-                },
-                subject_id=None,
-                ref=ref,
-                now=now,
-            )
-    while ledger_log.sequence(engine, now=now):
-        pass
-    ledger_log.checkpoint(engine, signer=current, now=now)
-    with engine.connect() as connection:
-        first, last = connection.execute(
-            select(func.min(ledger_checkpoints.c.size), func.max(ledger_checkpoints.c.size))
-        ).one()
-    earlier = retired_verifiers(folder)
-    if earlier and earlier[-1].last_size is not None:
-        first = earlier[-1].last_size + 1
-    complete_rotation(folder, current, first_size=first, last_size=last, now=now)
-    return SignerRotation(retired_key, new_key, last)
