@@ -92,7 +92,7 @@ def _reconcile(vault: Vault) -> None:
         erasure.reconcile(vault=vault)
     except Exception:
         # Another process of the same deployment may be reconciling at the same time;
-        # the next start (or `parcelvault subjects reconcile`) finishes the job.
+        # the next start (or `parcelvault keys reconcile`) finishes the job.
         logging.getLogger("parcelvault").exception("reconciling erasures at start failed")
 
 
