@@ -399,3 +399,32 @@ def test_the_schedule_groups_the_policy_by_period() -> None:
         (30, sorted(PROOF | {"proof.photo", "destination.notes"})),
         (90, sorted(CONTACT)),
     ]
+
+
+@pytest.mark.parametrize("form", ["sqlite text", "datetime"])
+def test_the_decider_ends_a_period_at_its_exact_instant_in_either_stored_form(form: str) -> None:
+    from parcelvault.privacy.policy import load_default_policy
+
+    def stored(value: datetime) -> Any:
+        if form == "datetime":
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    now = T0 + timedelta(days=200)
+    decide = retention.Decider(retention.Schedule.of(load_default_policy()), now, stored)
+    created = stored(T0)
+    exactly_30 = stored(now - timedelta(days=30))
+    due, next_at = decide("delivered", exactly_30, created)
+    assert due == PROOF | {"proof.photo", "destination.notes"}
+    assert next_at == now + timedelta(days=60)
+    just_after = now - timedelta(days=30) + timedelta(microseconds=1)
+    due, next_at = decide("returned_to_sender", stored(just_after), created)
+    assert due == frozenset()
+    assert next_at == just_after + timedelta(days=30)
+    due, next_at = decide("delivered", stored(now - timedelta(days=90)), created)
+    assert due == CONTACT | PROOF | {"proof.photo", "destination.notes"}
+    assert next_at is None
+    assert decide("out_for_delivery", stored(now - timedelta(days=500)), created) == (
+        frozenset(),
+        now + RECHECK,
+    )

@@ -41,7 +41,8 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,7 +51,6 @@ from sqlalchemy import Connection
 
 from parcelvault.domain.statuses import FINAL_STATUSES
 from parcelvault.privacy.policy import FieldRule, Policy
-from parcelvault.services import holds
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
 
@@ -60,6 +60,8 @@ RECHECK = timedelta(days=1)
 """How soon a shipment still under way is looked at again."""
 BATCH_SIZE = 2_000
 IN_CHUNK = 1_000
+SWEEP_CACHE_KIB = -65_536
+"""SQLite page cache of the sweep's connection (negative: KiB, as the pragma reads it)."""
 REMOVED_NOTE = "removed after its retention period"
 
 
@@ -97,35 +99,44 @@ class Schedule:
             event_fields=_names(policy.fields_of("event")),
         )
 
-    def due(
-        self,
-        *,
-        status: str,
-        status_at: datetime | None,
-        created_at: datetime,
-        now: datetime,
+
+class Decider:
+    """Which fields' periods have ended at `now`, and when the next one ends (None: no
+    period is left to end), on values as the driver returns them. Each period's cutoff
+    (`now - period`) is converted once to the stored form (text on SQLite, where it
+    sorts as time does; datetimes on PostgreSQL), so a shipment whose periods have all
+    ended costs comparisons only; times are parsed just for periods still running."""
+
+    def __init__(self, schedule: Schedule, now: datetime, stored: Callable[[datetime], Any]):
+        self.created = [(stored(now - p), p, names) for p, names in schedule.after_created]
+        self.delivered = [(stored(now - p), p, names) for p, names in schedule.after_delivered]
+        self.recheck = now + RECHECK
+        self._unions: dict[tuple[frozenset[str], ...], frozenset[str]] = {}
+
+    def __call__(
+        self, status: str, status_at: Any, created_at: Any
     ) -> tuple[frozenset[str], datetime | None]:
-        """The fields whose period has ended at `now`, and when the next one ends
-        (None: no period is left to end)."""
-        due: set[str] = set()
+        ended: list[frozenset[str]] = []
         upcoming: list[datetime] = []
-        for period, names in self.after_created:
-            ends = created_at + period
-            if ends <= now:
-                due.update(names)
+        for cutoff, period, names in self.created:
+            if created_at <= cutoff:
+                ended.append(names)
             else:
-                upcoming.append(ends)
-        if self.after_delivered:
+                upcoming.append(_parse_time(created_at) + period)
+        if self.delivered:
             if status in FINAL_STATUSES and status_at is not None:
-                for period, names in self.after_delivered:
-                    ends = status_at + period
-                    if ends <= now:
-                        due.update(names)
+                for cutoff, period, names in self.delivered:
+                    if status_at <= cutoff:
+                        ended.append(names)
                     else:
-                        upcoming.append(ends)
+                        upcoming.append(_parse_time(status_at) + period)
             else:
-                upcoming.append(now + RECHECK)
-        return frozenset(due), min(upcoming) if upcoming else None
+                upcoming.append(self.recheck)
+        key = tuple(ended)
+        due = self._unions.get(key)
+        if due is None:
+            due = self._unions[key] = frozenset().union(*ended)
+        return due, min(upcoming) if upcoming else None
 
 
 def _names(rules: Iterable[FieldRule]) -> frozenset[str]:
@@ -198,8 +209,10 @@ class _Sql:
 
 
 def _read_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
+    return None if value is None else _parse_time(value)
+
+
+def _parse_time(value: Any) -> datetime:
     if isinstance(value, str):
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
     assert isinstance(value, datetime)
@@ -247,21 +260,24 @@ def sweep(
         progress(0, total)
     after = ""
     planned_next: list[datetime] = []
-    while stop is None or not stop.is_set():
-        with vault.writing(), vault.engine.begin() as connection:
-            sql = _Sql(connection)
-            try:
-                rows = _due_batch(sql, now, after, batch_size, lock=not dry_run)
-                if not rows:
-                    break
-                after = rows[-1][0]
-                planned = _sweep_batch(connection, sql, schedule, rows, now, report, dry_run)
-                planned_next.extend(planned)
-            finally:
-                sql.close()
-        report.examined += len(rows)
-        if progress is not None:
-            progress(report.examined, max(total, report.examined))
+    decide: Decider | None = None
+    with vault.engine.connect() as connection, _sqlite_cache(connection):
+        while stop is None or not stop.is_set():
+            with vault.writing(), connection.begin():
+                sql = _Sql(connection)
+                decide = decide or Decider(schedule, now, sql.time)
+                try:
+                    rows = _due_batch(sql, now, after, batch_size, lock=not dry_run)
+                    if not rows:
+                        break
+                    after = rows[-1][0]
+                    planned = _sweep_batch(sql, schedule, decide, rows, report, dry_run)
+                    planned_next.extend(planned)
+                finally:
+                    sql.close()
+            report.examined += len(rows)
+            if progress is not None:
+                progress(report.examined, max(total, report.examined))
     report.next_due = _next_due(vault, now, planned_next if dry_run else [])
     report.seconds = time.perf_counter() - started
     log.info(
@@ -277,6 +293,24 @@ def sweep(
     return report
 
 
+@contextmanager
+def _sqlite_cache(connection: Connection) -> Iterator[None]:
+    """On SQLite, a page cache large enough that a batch's changed pages stay in memory
+    until its commit (the default 2 MiB spills them to the WAL half way and writes them
+    again); the connection's own size is restored afterwards."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    connection.exec_driver_sql(f"PRAGMA cache_size = {SWEEP_CACHE_KIB}")
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
+        connection.commit()
+
+
 def _due_batch(sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool) -> list[Any]:
     columns = "id, tenant_id, status, status_at, created_at, shredded"
     query = f"SELECT {columns} FROM shipments WHERE id > ? AND {_DUE} ORDER BY id LIMIT ?"  # noqa: S608
@@ -287,39 +321,34 @@ def _due_batch(sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool) 
 
 
 def _sweep_batch(
-    connection: Connection,
     sql: _Sql,
     schedule: Schedule,
+    decide: Decider,
     rows: Sequence[Any],
-    now: datetime,
     report: SweepReport,
     dry_run: bool,
 ) -> list[datetime]:
     """Decide and (unless `dry_run`) apply one batch; returns the next due times."""
-    held: dict[str, list[holds.Hold]] = {}
-    for hold in holds.active_holds(connection, [row[0] for row in rows]):
-        held.setdefault(hold.shipment_id, []).append(hold)
-    outcomes: list[tuple[str, str | None, frozenset[str], datetime | None]] = []
+    held = _holds_in_range(sql, rows[0][0], rows[-1][0])
+    outcomes: list[tuple[str, str | None, datetime | None]] = []
     shipment_groups: dict[frozenset[str], list[str]] = {}
     event_groups: dict[frozenset[str], list[str]] = {}
+    shipment_fields, event_fields = schedule.shipment_fields, schedule.event_fields
     for shipment_id, _tenant, status, status_at, created_at, shredded in rows:
         if shipment_id in held:
-            found = held[shipment_id]
-            report.held.append(
-                HeldShipment(found[0].tracking_number, tuple(h.case_ref for h in found))
-            )
+            number, refs = held[shipment_id]
+            report.held.append(HeldShipment(number, tuple(refs)))
             continue
-        due, next_at = schedule.due(
-            status=status,
-            status_at=_read_time(status_at),
-            created_at=_read_time(created_at) or now,
-            now=now,
-        )
-        outcomes.append((shipment_id, shredded, due, next_at))
-        if due & schedule.shipment_fields:
-            shipment_groups.setdefault(due & schedule.shipment_fields, []).append(shipment_id)
-        if due & schedule.event_fields:
-            event_groups.setdefault(due & schedule.event_fields, []).append(shipment_id)
+        due, next_at = decide(status, status_at, created_at)
+        outcomes.append((shipment_id, shredded, next_at))
+        if not due:
+            continue
+        own = due & shipment_fields
+        if own:
+            shipment_groups.setdefault(own, []).append(shipment_id)
+        proof = due & event_fields
+        if proof:
+            event_groups.setdefault(proof, []).append(shipment_id)
     removed: dict[str, set[str]] = {}
     for names, ids in shipment_groups.items():
         owner = {shipment_id: shipment_id for shipment_id in ids}
@@ -331,7 +360,7 @@ def _sweep_batch(
         _remove(sql, owner, names, every=every, dry_run=dry_run, removed=removed, report=report)
     changed: list[tuple[str, Any, str]] = []
     unchanged: list[tuple[str | None, Any, str]] = []
-    for shipment_id, shredded, _due, next_at in outcomes:
+    for shipment_id, shredded, next_at in outcomes:
         gone = removed.get(shipment_id)
         if gone:
             previous = set(shredded.split(",")) if shredded else set()
@@ -348,6 +377,21 @@ def _sweep_batch(
         )
         sql.many("UPDATE shipments SET shredded = ?, retention_next_at = ? WHERE id = ?", unchanged)
     return [next_at for *_, next_at in outcomes if next_at is not None]
+
+
+def _holds_in_range(sql: _Sql, first: str, last: str) -> dict[str, tuple[str, list[str]]]:
+    """Shipment id -> (tracking number, case refs) of the active holds on shipments
+    whose ids lie between those of a batch's first and last shipment."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for shipment_id, number, case_ref in sql.rows(
+        "SELECT h.shipment_id, s.tracking_number, h.case_ref FROM legal_holds h "
+        "JOIN shipments s ON s.id = h.shipment_id "
+        "WHERE h.shipment_id >= ? AND h.shipment_id <= ? AND h.released_at IS NULL "
+        "ORDER BY h.id",
+        [first, last],
+    ):
+        found.setdefault(shipment_id, (number, []))[1].append(case_ref)
+    return found
 
 
 def _proof_records(sql: _Sql, shipment_ids: Sequence[str]) -> dict[str, str]:
@@ -385,9 +429,14 @@ def _remove(
             statement = f"SELECT record_id, field FROM sealed_fields {where}"  # noqa: S608
         else:
             statement = f"DELETE FROM sealed_fields {where} RETURNING record_id, field"  # noqa: S608
-        for record_id, name in sql.rows(statement, [*chunk, *extra]):
-            removed.setdefault(owner[record_id], set()).add(name)
-            report.removed[name] += 1
+        found = sql.rows(statement, [*chunk, *extra])
+        report.removed.update(name for _, name in found)
+        for record_id, name in found:
+            shipment_id = owner[record_id]
+            if shipment_id in removed:
+                removed[shipment_id].add(name)
+            else:
+                removed[shipment_id] = {name}
 
 
 def _next_due(vault: Vault, now: datetime, planned: list[datetime]) -> datetime | None:
