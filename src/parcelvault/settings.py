@@ -45,3 +45,8 @@ class Settings(BaseSettings):
     checkpoint_interval_seconds: int = Field(
         default=10, ge=1, description="the most often a new checkpoint is signed"
     )
+    retention_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="how often `serve` removes values whose retention period ended; 0 = off",
+    )

@@ -12,7 +12,14 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
-from parcelvault.entrypoints import cli_data, cli_keys, cli_ledger, cli_staff, cli_subjects
+from parcelvault.entrypoints import (
+    cli_data,
+    cli_keys,
+    cli_ledger,
+    cli_retention,
+    cli_staff,
+    cli_subjects,
+)
 from parcelvault.entrypoints.cli_common import fail, require_ready
 from parcelvault.ledger.keys import create_signer
 from parcelvault.services.vault import open_keystore
@@ -196,6 +203,7 @@ cli_staff.register(app)
 cli_ledger.register(app)
 cli_subjects.register(app)
 cli_keys.register(app)
+cli_retention.register(app)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from parcelvault.entrypoints.web import pages, staff_pages
 from parcelvault.logging_setup import configure_logging
 from parcelvault.services import erasure
 from parcelvault.services.ledger_views import Sequencer
+from parcelvault.services.retention import RetentionSchedule
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
 
@@ -41,19 +42,27 @@ def create_app(
     """The application. With `background`, its lifespan first reconciles the database
     with the key store (`erasure.reconcile`: a backup restored on either side must not
     bring an erased person back), then runs the ledger sequencer (appends and
-    checkpoints, see `ledger_views.Sequencer`) in a thread of its own."""
+    checkpoints, see `ledger_views.Sequencer`) and, unless `retention_interval_seconds`
+    is 0, the retention sweep (`retention.RetentionSchedule`), each in a thread of its
+    own."""
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
     sequencer = Sequencer(vault) if background else None
+    interval = settings.retention_interval_seconds
+    retention = RetentionSchedule(vault, interval) if background and interval > 0 else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sequencer is not None:
             await asyncio.to_thread(_reconcile, vault)
             sequencer.start()
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await asyncio.to_thread(retention.stop)
             if sequencer is not None:
                 await asyncio.to_thread(sequencer.stop)
 
@@ -66,6 +75,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.vault = vault
+    app.state.retention = retention
     public_cache = VersionedCache[tuple[bytes, str]]()
     app.state.public_cache = public_cache
     problems.install(app)
