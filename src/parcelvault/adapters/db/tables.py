@@ -292,7 +292,12 @@ their own tables whose `ledger_index` is still NULL."""
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column(
+        "idx",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("kind", String(16), nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("body", LargeBinary, nullable=True),
@@ -306,7 +311,10 @@ ledger_entries = Table(
     Index(None, "ref"),
 )
 """The log's leaves. `body` and `salt` are deleted when the entry's subject is erased;
-`leaf_hash` stays, so the tree still verifies but the leaf no longer links to anyone."""
+`leaf_hash` stays, so the tree still verifies but the leaf no longer links to anyone.
+`leaf_hash` is also the tree's level-0 node: leaves are not repeated in `ledger_nodes`.
+On SQLite `idx` is the table's rowid (INTEGER PRIMARY KEY), so appending an entry
+appends to one B-tree and reading a leaf by index is a rowid lookup."""
 
 ledger_nodes = Table(
     "ledger_nodes",
@@ -314,8 +322,11 @@ ledger_nodes = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
 )
-"""Every complete subtree of the log, (level, index) as in `ledger.merkle`."""
+"""Every complete subtree of the log above the leaves (level >= 1), (level, index) as
+in `ledger.merkle`; the leaves are `ledger_entries.leaf_hash`. On SQLite the table is
+WITHOUT ROWID: the rows live in the primary key's B-tree, with no second copy."""
 
 ledger_checkpoints = Table(
     "ledger_checkpoints",
