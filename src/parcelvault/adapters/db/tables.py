@@ -157,10 +157,14 @@ sealed_fields = Table(
     metadata,
     Column("record_id", String(32), primary_key=True),
     Column("field", String(40), primary_key=True),
-    Column("subject_id", String(64), ForeignKey("subjects.id"), nullable=False),
+    Column("subject_id", String(64), nullable=False),
     Column("value", LargeBinary, nullable=False),
-    Index(None, "subject_id"),
 )
+"""Every personal value, sealed (see `crypto.sealing`), by record (a shipment id, or an
+event's `ingest.event_row_id` for its proof of delivery) and field. Rows are found by
+record id only: an index or a foreign key on `subject_id` would cost every insert and
+every retention delete a random index page; erasure finds a subject's records through
+its shipments."""
 
 verification_failures = Table(
     "verification_failures",
@@ -213,9 +217,11 @@ staff = Table(
     Column("locked_until", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("disabled_at", UtcDateTime(), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
 )
 """Staff accounts. `password_hash` is argon2id; `totp_secret` is sealed with the
-key-encryption key (never stored in plaintext)."""
+key-encryption key (never stored in plaintext); `totp_last_step` is the time step of
+the last code accepted, so no code is accepted twice."""
 
 staff_sessions = Table(
     "staff_sessions",
