@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parcelvault import __version__
+from parcelvault.adapters.mail import SmtpSender
 from parcelvault.entrypoints.api import problems
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
@@ -19,7 +20,7 @@ from parcelvault.entrypoints.api.ledger_routes import ledger_router
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
 from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
-from parcelvault.entrypoints.web import pages, staff_pages
+from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
 from parcelvault.logging_setup import configure_logging
 from parcelvault.services.ledger_views import Sequencer
 from parcelvault.services.vault import Vault, build, load_policy
@@ -41,6 +42,7 @@ def create_app(
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
     sequencer = Sequencer(vault) if background else None
+    mailer = SmtpSender(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +53,7 @@ def create_app(
         finally:
             if sequencer is not None:
                 await asyncio.to_thread(sequencer.stop)
+            await asyncio.to_thread(mailer.close)
 
     app = FastAPI(
         title="parcelvault",
@@ -61,6 +64,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.vault = vault
+    app.state.mailer = mailer
     public_cache = VersionedCache[tuple[bytes, str]]()
     app.state.public_cache = public_cache
     problems.install(app)
@@ -69,6 +73,7 @@ def create_app(
     app.include_router(ledger_router)
     pages.install(app)
     staff_pages.install(app)
+    centre_pages.install(app, mailer)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
     app.add_middleware(
         PublicRateLimit,
