@@ -9,10 +9,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batch_api, ceiling, import_file, ledger, lookup, report
+from bench import batch_api, ceiling, erasure, import_file, ledger, lookup, report
 from bench.common import BenchError, Result, log, machine
 
-ALL = ("import", "batch", "lookup", "recipient", "merchant", "ledger")
+ALL = ("import", "batch", "lookup", "recipient", "merchant", "ledger", "erasure")
 # benchmark name -> tier of the lookup benchmark
 LOOKUPS = {"lookup": "public", "recipient": "recipient", "merchant": "merchant"}
 
@@ -73,6 +73,9 @@ def main(argv: list[str]) -> int:
             if "ledger" in chosen:
                 log("ledger:")
                 results += ledger.run(workdir, rounds=rounds, quick=args.quick)
+            if "erasure" in chosen:
+                log("erasure:")
+                results += erasure.run(workdir, rounds=rounds, quick=args.quick)
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         return 1

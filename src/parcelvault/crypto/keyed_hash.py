@@ -13,6 +13,9 @@ import hashlib
 import hmac
 import re
 
+ERASED_DIGEST = bytes(32)
+"""Stands in for the postcode digest of an erased shipment; no postcode hashes to it."""
+
 
 def normalize_email(address: str) -> str:
     return address.strip().lower()

@@ -52,3 +52,13 @@ class Forbidden(DomainError):
 
 class Unauthenticated(DomainError):
     pass
+
+
+@dataclass
+class Gone(DomainError):
+    """The thing existed but its personal part was erased."""
+
+    detail: str
+
+    def __str__(self) -> str:
+        return self.detail

@@ -12,7 +12,7 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
-from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff
+from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff, cli_subjects
 from parcelvault.entrypoints.cli_common import fail, require_ready
 from parcelvault.ledger.keys import create_signer
 from parcelvault.services.vault import open_keystore
@@ -189,6 +189,7 @@ def policy_check(
 
 cli_staff.register(app)
 cli_ledger.register(app)
+cli_subjects.register(app)
 
 
 def main() -> None:

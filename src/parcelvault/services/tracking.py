@@ -25,7 +25,7 @@ from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keystore import KeyStore
 from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
 from parcelvault.domain import tracking_numbers
-from parcelvault.domain.errors import Locked, NotFound
+from parcelvault.domain.errors import Gone, Locked, NotFound
 from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
 from parcelvault.privacy.access import AccessRecord, Viewer, access_for
 from parcelvault.privacy.disclosure import disclose, fields_needed
@@ -374,6 +374,8 @@ def verify_postcode(
     window = timedelta(seconds=settings.verify_window_seconds)
     with vault.engine.begin() as connection:
         shipment = find_shipment(connection, raw_number, tenant)
+        if shipment.postcode_digest == keyed_hash.ERASED_DIGEST:
+            raise Gone("the recipient's details of this shipment were erased; nothing to verify")
         failures = store.recent_failures(connection, shipment.id, now - window)
         if len(failures) >= settings.verify_max_failures:
             raise Locked(_retry_after(failures, settings.verify_max_failures, window, now))

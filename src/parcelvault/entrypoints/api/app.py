@@ -22,6 +22,7 @@ from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
 from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
 from parcelvault.logging_setup import configure_logging
+from parcelvault.services import erasure
 from parcelvault.services.ledger_views import Sequencer
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
@@ -37,8 +38,10 @@ view needs the cookie that `POST /api/v1/track/{tn}/verify` sets.
 def create_app(
     settings: Settings | None = None, *, vault: Vault | None = None, background: bool = False
 ) -> FastAPI:
-    """The application. With `background`, its lifespan also runs the ledger sequencer
-    (appends and checkpoints, see `ledger_views.Sequencer`) in a thread of its own."""
+    """The application. With `background`, its lifespan first reconciles the database
+    with the key store (`erasure.reconcile`: a backup restored on either side must not
+    bring an erased person back), then runs the ledger sequencer (appends and
+    checkpoints, see `ledger_views.Sequencer`) in a thread of its own."""
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
     sequencer = Sequencer(vault) if background else None
@@ -47,6 +50,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sequencer is not None:
+            await asyncio.to_thread(_reconcile, vault)
             sequencer.start()
         try:
             yield
@@ -83,6 +87,15 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     logging.getLogger("parcelvault").debug("application created")
     return app
+
+
+def _reconcile(vault: Vault) -> None:
+    try:
+        erasure.reconcile(vault=vault)
+    except Exception:
+        # Another process of the same deployment may be reconciling at the same time;
+        # the next start (or `parcelvault subjects reconcile`) finishes the job.
+        logging.getLogger("parcelvault").exception("reconciling erasures at start failed")
 
 
 def factory() -> FastAPI:

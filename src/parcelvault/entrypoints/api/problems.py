@@ -20,6 +20,7 @@ from parcelvault.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     InvalidInput,
     Locked,
     NotFound,
@@ -158,6 +159,8 @@ def domain_problem(exc: DomainError) -> Response:
         return not_found()
     if isinstance(exc, Conflict):
         return problem(409, "conflict", "Conflict", exc.detail)
+    if isinstance(exc, Gone):
+        return problem(410, "erased", "Erased", exc.detail)
     if isinstance(exc, Locked):
         return problem(
             429,

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from parcelvault.domain import tracking_numbers
-from parcelvault.domain.errors import Locked, NotFound
+from parcelvault.domain.errors import Gone, Locked, NotFound
 from parcelvault.entrypoints.api.routes import set_recipient_cookie, vault_of
 from parcelvault.entrypoints.api.views_json import nest
 from parcelvault.services import ledger_views, tracking
@@ -158,6 +158,11 @@ def install(app: FastAPI) -> None:
             )
         except NotFound:
             return not_found_page(request, tracking_number)
+        except Gone as exc:
+            view = tracking.track(
+                vault=vault, raw_number=tracking_number, cookies={}, tenant=tenant
+            )
+            return tracking_page(request, view, status=410, error=exc.detail, tenant=tenant)
         except (tracking.WrongPostcode, Locked) as exc:
             view = tracking.track(
                 vault=vault, raw_number=tracking_number, cookies={}, tenant=tenant
