@@ -266,19 +266,6 @@ def end_session(*, vault: Vault, token: str) -> None:
         )
 
 
-def end_sessions_of(*, vault: Vault, subject_id: str) -> None:
-    """End every session of a subject (after erasure)."""
-    with vault.writing(), vault.engine.begin() as connection:
-        connection.execute(
-            update(subject_sessions)
-            .where(
-                subject_sessions.c.subject_id == subject_id,
-                subject_sessions.c.ended_at.is_(None),
-            )
-            .values(ended_at=vault.clock())
-        )
-
-
 def session_binding(token: str) -> bytes:
     """A value that names a session without being its token (for CSRF tokens)."""
     return _sha256(token)

@@ -253,8 +253,6 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
             "purpose_labels": PURPOSE_LABELS,
             "consents": consents,
             "notice_version": rights.notice_version(vault),
-            "export_available": rights.available("export"),
-            "erasure_available": rights.available("erasure"),
             "corrections_available": rights.available("corrections"),
         }
 
@@ -499,23 +497,24 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
             form = await checked_form(request, visitor)
             if form is None:
                 return refused(request)
-            if not visitor.scope.whole_subject:
-                return needs_code(request)
             kind = _text(form, "format", 8)
             if kind not in ("json", "html"):
                 return message_page(request, 422, "Not available", "Choose JSON or HTML.")
             vault = vault_of(request)
             try:
                 data = await run_in_threadpool(
-                    rights.export_subject, vault=vault, subject_id=visitor.scope.subject_id
+                    rights.export_subject,
+                    vault=vault,
+                    subject_id=visitor.scope.subject_id,
+                    only_shipment=None if visitor.scope.whole_subject else visitor.chosen,
                 )
-                body = (
-                    orjson.dumps(data, option=orjson.OPT_INDENT_2)
-                    if kind == "json"
-                    else (await run_in_threadpool(rights.render_export_html, data)).encode()
-                )
-            except rights.Unavailable:
-                return unavailable(request)
+            except NotFound:
+                return message_page(request, 404, "Not found", "We hold no data about you.")
+            body = (
+                orjson.dumps(data, option=orjson.OPT_INDENT_2)
+                if kind == "json"
+                else (await run_in_threadpool(rights.render_export_html, data)).encode()
+            )
             day = vault.clock().strftime("%Y-%m-%d")
             media = "application/json" if kind == "json" else "text/html; charset=utf-8"
             return Response(
@@ -659,8 +658,8 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                 receipt = await run_in_threadpool(
                     rights.erase_subject, vault=vault, subject_id=subject_id
                 )
-            except rights.Unavailable:
-                return unavailable(request)
+            except NotFound:
+                return message_page(request, 410, "Already erased", "Your data was erased.")
             except Conflict as exc:
                 lines = await run_in_threadpool(
                     subject_access.shipments_in, vault=vault, scope=visitor.scope
@@ -673,9 +672,6 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                     shipments=lines,
                     error=_conflict_text(exc),
                 )
-            await run_in_threadpool(
-                subject_access.end_sessions_of, vault=vault, subject_id=subject_id
-            )
             response = redirect(f"{CENTRE}/erased/{quote(str(receipt.id), safe='')}")
             clear_cookie(response, request, SESSION_COOKIE, "/")
             clear_cookie(response, request, FOR_COOKIE, CENTRE)
@@ -689,8 +685,6 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
             details = await run_in_threadpool(
                 rights.receipt_details, vault=vault_of(request), receipt_id=receipt_id[:64]
             )
-        except rights.Unavailable:
-            return unavailable(request)
         except NotFound:
             return message_page(request, 404, "Not found", "No erasure receipt has that id.")
         return render(request, "receipt.html", receipt_id=receipt_id[:64], details=details)

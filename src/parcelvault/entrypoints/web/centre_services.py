@@ -1,8 +1,9 @@
 """The subject-rights use cases the privacy centre calls: consent, address
 corrections, export and erasure.
 
-Each is looked up when first used; while one is not part of the installed version,
-its section of the centre says so instead of failing (`Unavailable`).
+Consent and corrections are looked up when first used; while one is not part of the
+installed version, its section of the centre says so instead of failing
+(`Unavailable`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from parcelvault.services import erasure, export
+from parcelvault.services.erasure import ErasureReceipt
 from parcelvault.services.vault import Vault
 
 PURPOSES: tuple[str, ...] = ("notify_email", "notify_sms", "share_live_location", "analytics")
@@ -86,25 +89,21 @@ def correct_address(*, vault: Vault, shipment_id: str, changes: dict[str, str]) 
     )
 
 
-def export_subject(*, vault: Vault, subject_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = _module("export").export_subject(
-        vault=vault, subject_id=subject_id, requested_by=REQUESTED_BY
+def export_subject(*, vault: Vault, subject_id: str, only_shipment: str | None) -> dict[str, Any]:
+    return export.export_subject(
+        vault=vault, subject_id=subject_id, requested_by=REQUESTED_BY, only_shipment=only_shipment
     )
-    return found
 
 
-def render_export_html(export: dict[str, Any]) -> str:
-    return str(_module("export").render_html(export))
+def render_export_html(data: dict[str, Any]) -> str:
+    return export.render_html(data)
 
 
-def erase_subject(*, vault: Vault, subject_id: str) -> Any:
-    """The erasure receipt (id, at, shipments, ledger_ref); raises the services'
-    `UnderHold` (a Conflict naming the legal holds) when a hold blocks it."""
-    return _module("erasure").erase_subject(
-        vault=vault, subject_id=subject_id, requested_by=REQUESTED_BY
-    )
+def erase_subject(*, vault: Vault, subject_id: str) -> ErasureReceipt:
+    """Raises `holds.UnderHold` (a Conflict naming the legal holds) when a hold blocks it,
+    NotFound when the subject is already erased."""
+    return erasure.erase_subject(vault=vault, subject_id=subject_id, requested_by=REQUESTED_BY)
 
 
 def receipt_details(*, vault: Vault, receipt_id: str) -> dict[str, Any]:
-    found: dict[str, Any] = _module("erasure").receipt_details(vault=vault, receipt_id=receipt_id)
-    return found
+    return erasure.receipt_details(vault=vault, receipt_id=receipt_id)
