@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from parcelvault.adapters.db.tables import (
     access_records,
@@ -46,7 +46,7 @@ from parcelvault.adapters.db.tables import (
 from parcelvault.crypto.keyed_hash import ERASED_DIGEST
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
-from parcelvault.services.holds import UnderHold, active_holds
+from parcelvault.services.holds import UnderHold, active_holds_of_subject
 from parcelvault.services.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,12 @@ def erase_subject(
         ).first()
         if subject is None or subject.erased_at is not None:
             raise NotFound()
-        ids = shipment_ids_of(connection, subject_id)
-        holds = active_holds(connection, ids)
+        holds = active_holds_of_subject(connection, subject_id)
         if holds:
             raise UnderHold(holds, "erasure")
+        count = connection.execute(
+            select(func.count()).where(shipments.c.subject_id == subject_id)
+        ).scalar_one()
         destroyed = vault.keystore.destroy(subject_id, now=now)
         key_id = destroyed.key_id if destroyed is not None else subject.key_id
         if key_id is None:
@@ -105,7 +107,7 @@ def erase_subject(
                 key_id=key_id,
                 at=now,
                 requested_by=requested_by,
-                shipments=len(ids),
+                shipments=count,
                 cleaned_at=None,
             )
         )
@@ -127,15 +129,15 @@ def erase_subject(
         ledger_log.enqueue(
             connection,
             kind="erasure",
-            body={"erasure": receipt_id, "at": now.isoformat(), "shipments": len(ids)},
+            body={"erasure": receipt_id, "at": now.isoformat(), "shipments": count},
             subject_id=None,
             ref=_ledger_ref(receipt_id),
             now=now,
         )
-    log.info("subject erased", extra={"erasure": receipt_id, "shipments": len(ids)})
+    log.info("subject erased", extra={"erasure": receipt_id, "shipments": count})
     if clean_up:
         clean_up_erasure(vault=vault, receipt_id=receipt_id)
-    return ErasureReceipt(receipt_id, now, len(ids), _ledger_ref(receipt_id))
+    return ErasureReceipt(receipt_id, now, count, _ledger_ref(receipt_id))
 
 
 def clean_up_erasure(*, vault: Vault, receipt_id: str) -> None:

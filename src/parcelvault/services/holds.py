@@ -66,6 +66,20 @@ def active_holds(connection: Connection, shipment_ids: Iterable[str]) -> list[Ho
     return found
 
 
+def active_holds_of_subject(connection: Connection, subject_id: str) -> list[Hold]:
+    """The active holds on any shipment of a subject (one query, however many)."""
+    query = (
+        select(legal_holds, shipments.c.tracking_number)
+        .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
+        .where(shipments.c.subject_id == subject_id, legal_holds.c.released_at.is_(None))
+        .order_by(legal_holds.c.id)
+    )
+    return [
+        Hold(r.id, r.shipment_id, r.tracking_number, r.case_ref, r.placed_by, r.placed_at)
+        for r in connection.execute(query)
+    ]
+
+
 def held_shipment_ids(connection: Connection) -> set[str]:
     query = select(legal_holds.c.shipment_id).where(legal_holds.c.released_at.is_(None))
     return set(connection.execute(query).scalars())
