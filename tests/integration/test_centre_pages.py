@@ -335,3 +335,41 @@ def test_a_legal_hold_stops_erasure_with_a_message_naming_it(
     assert "CLAIM-2041" in words(refused.text)
     assert "legal hold" in words(refused.text)
     assert web.get("/privacy/centre", follow_redirects=False).status_code == 200
+
+
+def test_the_json_api_needs_a_code_session(web: TestClient, key: str) -> None:
+    number = ship(web, key)
+    web.post(f"/t/{number}/verify", data={"postcode": "LS1 4AP"})
+    for path in ("/api/v1/me", "/api/v1/me/access-log", "/api/v1/me/export"):
+        response = web.get(path)
+        assert response.status_code == 401, path
+        assert response.headers["content-type"] == "application/problem+json"
+    assert web.post("/api/v1/me/erasure", json={"confirm": True}).status_code == 401
+
+
+def test_the_json_api_lists_exports_and_erases(
+    web: TestClient, key: str, mailbox: Mailbox, canaries: Canaries
+) -> None:
+    created = web.post("/api/v1/shipments", json=canaries.shipment(), headers=bearer(key))
+    number = created.json()["tracking_number"]
+    web.get(f"/api/v1/shipments/{number}", headers=bearer(key))
+    sign_in(web, mailbox, canaries.email)
+    mine = web.get("/api/v1/me")
+    assert mine.headers["cache-control"] == "private, no-store"
+    assert [s["tracking_number"] for s in mine.json()["shipments"]] == [number]
+    assert mine.json()["shipments"][0]["address_correctable"] is True
+    logs = web.get("/api/v1/me/access-log").json()["shipments"]
+    assert logs[0]["tracking_number"] == number
+    assert {a["actor"] for a in logs[0]["accesses"]} == {"shop-a"}
+    exported = web.get("/api/v1/me/export").json()
+    assert exported["shipments"][0]["tracking_number"] == number
+    not_confirmed = web.post("/api/v1/me/erasure", json={"confirm": False})
+    assert not_confirmed.status_code == 422
+    as_form = web.post("/api/v1/me/erasure", data={"confirm": "true"})
+    assert as_form.status_code in (415, 422)
+    erased = web.post("/api/v1/me/erasure", json={"confirm": True})
+    assert erased.status_code == 201
+    assert erased.json()["shipments"] == 1
+    receipt = web.get(f"/api/v1/me/erasures/{erased.json()['receipt']}")
+    assert receipt.json()["receipt"] == erased.json()["receipt"]
+    assert web.get("/api/v1/me").status_code == 401

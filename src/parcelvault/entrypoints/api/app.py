@@ -18,6 +18,7 @@ from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
+from parcelvault.entrypoints.api.me_routes import me_router
 from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
 from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
@@ -75,6 +76,7 @@ def create_app(
     app.include_router(router)
     app.include_router(courier_router)
     app.include_router(ledger_router)
+    app.include_router(me_router)
     pages.install(app)
     staff_pages.install(app)
     centre_pages.install(app, mailer)
