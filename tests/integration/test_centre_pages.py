@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from parcelvault.adapters.db import migrate
+from parcelvault.adapters.db.tables import shipments
 from parcelvault.entrypoints.api.app import create_app
 from parcelvault.services import holds, tenants
 from parcelvault.services.vault import Vault, build
@@ -373,3 +375,45 @@ def test_the_json_api_lists_exports_and_erases(
     receipt = web.get(f"/api/v1/me/erasures/{erased.json()['receipt']}")
     assert receipt.json()["receipt"] == erased.json()["receipt"]
     assert web.get("/api/v1/me").status_code == 401
+
+
+def test_a_postcode_visitor_can_still_reach_the_code_sign_in(web: TestClient, key: str) -> None:
+    number = ship(web, key)
+    web.post(f"/t/{number}/verify", data={"postcode": "LS1 4AP"})
+    web.get(f"/privacy/centre/for/{number}")
+    page = web.get("/privacy/centre/sign-in", follow_redirects=False)
+    assert page.status_code == 200
+    assert 'name="email"' in page.text
+
+
+def test_the_address_form_shows_the_current_address_and_checks_what_is_typed(
+    web: TestClient, key: str, mailbox: Mailbox, canaries: Canaries
+) -> None:
+    web.post("/api/v1/shipments", json=canaries.shipment(), headers=bearer(key))
+    sign_in(web, mailbox, canaries.email)
+    vault: Vault = web.app.state.vault  # type: ignore[attr-defined]
+    with vault.engine.connect() as connection:
+        shipment_id = connection.execute(select(shipments.c.id)).scalar_one()
+    path = f"/privacy/centre/shipments/{shipment_id}/address"
+    form = web.get(path)
+    assert form.status_code == 200
+    assert canaries.street in form.text
+    assert canaries.postcode in form.text
+    token = csrf_of(form.text)
+    unchanged = web.post(
+        path,
+        data={"csrf": token, "street": canaries.street, "postcode": canaries.postcode},
+        follow_redirects=False,
+    )
+    assert unchanged.headers["location"] == "/privacy/centre?saved=unchanged#shipments"
+    bad = web.post(
+        path, data={"csrf": token, "street": "", "postcode": "X" * 20, "notes": "n" * 301}
+    )
+    assert bad.status_code == 422
+    text = words(bad.text)
+    assert "Enter the street address." in text
+    assert "At most 16 characters." in text
+    assert "At most 300 characters." in text
+    assert web.post(path, data={"street": "1 New Road", "postcode": "LS1 1AA"}).status_code == 403
+    stranger = web.get("/privacy/centre/shipments/not-mine/address")
+    assert stranger.status_code == 404

@@ -352,7 +352,8 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
 
     @app.get(CENTRE + "/sign-in", include_in_schema=False)
     async def sign_in(request: Request) -> Response:
-        if await run_in_threadpool(identify, request) is not None:
+        visitor = await run_in_threadpool(identify, request)
+        if visitor is not None and visitor.scope.whole_subject:
             return redirect(CENTRE)
         return sign_in_page(request, "sign_in.html")
 
