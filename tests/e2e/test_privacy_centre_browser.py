@@ -76,7 +76,7 @@ def sign_in_by_code(page: Page, mailbox: Mailbox, email: str) -> str:
     return code
 
 
-def test_a_person_signs_in_by_code_downloads_their_data_and_erases_it(
+def test_a_person_signs_in_by_code_manages_downloads_and_erases_their_data(
     context: BrowserContext, service: LiveService, mailbox: Mailbox, canaries: Canaries
 ) -> None:
     first = service.create_shipment(canaries.shipment())
@@ -92,13 +92,34 @@ def test_a_person_signs_in_by_code_downloads_their_data_and_erases_it(
     expect(page.get_by_test_id("scope")).to_contain_text("every parcel")
     screenshot(page, "centre-signed-in")
 
+    analytics = page.get_by_test_id("consent-analytics")
+    expect(analytics.get_by_test_id("consent-state")).to_have_text("no")
+    analytics.get_by_role("button", name=re.compile("^Turn on")).click()
+    expect(page.get_by_test_id("saved")).to_have_text("Your choice was saved.")
+    analytics = page.get_by_test_id("consent-analytics")
+    expect(analytics.get_by_test_id("consent-state")).to_have_text("yes")
+    version = page.get_by_test_id("notice-version").inner_text()
+    expect(analytics).to_contain_text(f"under notice version {version}")
+
+    page.get_by_test_id("correct-address").first.click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Correct the delivery address")
+    expect(page.get_by_label("Postcode")).to_have_value(canaries.postcode)
+    page.get_by_label("Street address").fill("7 Corrected Road\nFlat 2")
+    page.get_by_label("Notes for the courier").fill("Leave with the neighbour at 9")
+    screenshot(page, "centre-address")
+    page.get_by_role("button", name="Save the address").click()
+    expect(page.get_by_test_id("saved")).to_contain_text("Your address was corrected")
+
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download JSON").click()
     download = download_info.value
     assert re.fullmatch(r"my-data-\d{4}-\d{2}-\d{2}\.json", download.suggested_filename)
     exported = json.loads(Path(download.path()).read_text())
     assert {s["tracking_number"] for s in exported["shipments"]} == {first, second}
-    assert canaries.street in json.dumps(exported)
+    dumped = json.dumps(exported)
+    assert "7 Corrected Road" in dumped
+    assert "Leave with the neighbour at 9" in dumped
+    assert canaries.street in dumped, "the other parcel keeps its address"
 
     page.get_by_test_id("erase-link").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Erase your data?")

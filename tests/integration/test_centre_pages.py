@@ -411,9 +411,82 @@ def test_the_address_form_shows_the_current_address_and_checks_what_is_typed(
     )
     assert bad.status_code == 422
     text = words(bad.text)
-    assert "Enter the street address." in text
-    assert "At most 16 characters." in text
+    assert "1 to 4 lines." in text
+    assert "2 to 12 characters." in text
     assert "At most 300 characters." in text
     assert web.post(path, data={"street": "1 New Road", "postcode": "LS1 1AA"}).status_code == 403
     stranger = web.get("/privacy/centre/shipments/not-mine/address")
     assert stranger.status_code == 404
+
+
+def test_a_consent_toggles_on_and_off_and_shows_the_notice_version(
+    web: TestClient, key: str, mailbox: Mailbox, centre_vault: Vault
+) -> None:
+    from parcelvault.services import consent
+
+    ship(web, key)
+    sign_in(web, mailbox, "jane@example.org")
+    page = web.get("/privacy/centre")
+    version = consent.current_notice_version(centre_vault.policy)
+    assert f'data-testid="notice-version">{version}<' in page.text
+    token = csrf_of(page.text)
+    turned_on = web.post(
+        "/privacy/centre/consents",
+        data={"csrf": token, "purpose": "analytics", "granted": "yes"},
+        follow_redirects=False,
+    )
+    assert turned_on.headers["location"] == "/privacy/centre?saved=consents#consents"
+    with centre_vault.engine.connect() as connection:
+        from parcelvault.crypto.keyed_hash import subject_id
+
+        subject = subject_id(centre_vault.keyring.lookup_key, email="jane@example.org", phone=None)
+        assert subject is not None
+        now = consent.current(connection, subject)
+    assert now["analytics"].granted
+    assert now["analytics"].notice_version == version
+    assert now["analytics"].source == "privacy_centre"
+    shown = words(web.get("/privacy/centre").text)
+    assert f"under notice version {version}" in shown
+    web.post(
+        "/privacy/centre/consents", data={"csrf": token, "purpose": "analytics", "granted": "no"}
+    )
+    with centre_vault.engine.connect() as connection:
+        history = consent.history(connection, subject)
+    oldest_first = sorted(history, key=lambda c: c.id)
+    assert [c.granted for c in oldest_first if c.purpose == "analytics"] == [True, False]
+    unknown = web.post(
+        "/privacy/centre/consents", data={"csrf": token, "purpose": "marketing", "granted": "yes"}
+    )
+    assert unknown.status_code == 422
+
+
+def test_an_address_correction_is_saved_until_the_parcel_is_out_for_delivery(
+    web: TestClient, key: str, mailbox: Mailbox, centre_vault: Vault
+) -> None:
+    number = ship(web, key)
+    sign_in(web, mailbox, "jane@example.org")
+    with centre_vault.engine.connect() as connection:
+        shipment_id = connection.execute(select(shipments.c.id)).scalar_one()
+    path = f"/privacy/centre/shipments/{shipment_id}/address"
+    assert f'href="{path}"' in web.get("/privacy/centre").text
+    token = csrf_of(web.get(path).text)
+    saved = web.post(
+        path,
+        data={"csrf": token, "street": "7 New Road\nFlat 2", "postcode": "LS2 9JT", "notes": ""},
+        follow_redirects=False,
+    )
+    assert saved.headers["location"] == "/privacy/centre?saved=address#shipments"
+    form = web.get(path)
+    assert "7 New Road\nFlat 2" in html.unescape(form.text)
+    assert 'value="LS2 9JT"' in form.text
+    event = {"event_id": "ofd-1", "time": "2026-11-02T08:00:00+00:00", "status": "out_for_delivery"}
+    posted = web.post(f"/api/v1/shipments/{number}/events", json=event, headers=bearer(key))
+    assert posted.status_code == 201, posted.text
+    centre = web.get("/privacy/centre")
+    assert f'href="{path}"' not in centre.text
+    assert "can no longer be changed" in words(centre.text)
+    late = web.post(
+        path, data={"csrf": token, "street": "8 Other Road", "postcode": "LS2 9JT", "notes": ""}
+    )
+    assert late.status_code == 409
+    assert "before the parcel is out for delivery" in words(late.text)

@@ -1,35 +1,18 @@
-"""What the privacy centre's address form turns into: only changed fields, or problems."""
+"""What the privacy centre's address form hands to the corrections service."""
 
 from __future__ import annotations
 
-from parcelvault.entrypoints.web.centre_pages import address_changes
-
-CURRENT = {
-    "destination.street": "12 Example Street\nFlat 3",
-    "destination.postcode": "LS1 4AP",
-}
+from parcelvault.entrypoints.web.centre_pages import form_changes
 
 
-def test_unchanged_values_produce_no_change() -> None:
-    changes, problems = address_changes(
-        CURRENT, "12 Example Street\r\n  Flat 3 \n\n", "LS1 4AP", ""
-    )
-    assert changes == {}
-    assert problems == {}
+def test_street_lines_lose_blank_lines_and_surrounding_spaces() -> None:
+    changes = form_changes("  12 Example Street\r\n\r\n Flat 3 \n", " LS1 4AP ", "  ")
+    assert changes == {
+        "destination.street": "12 Example Street\nFlat 3",
+        "destination.postcode": "LS1 4AP",
+        "destination.notes": "",
+    }
 
 
-def test_only_the_fields_that_differ_are_changed() -> None:
-    changes, problems = address_changes(
-        CURRENT, "12 Example Street\nFlat 3", "LS1 4AQ", "Side door"
-    )
-    assert changes == {"destination.postcode": "LS1 4AQ", "destination.notes": "Side door"}
-    assert problems == {}
-
-
-def test_empty_too_long_and_too_many_lines_are_problems() -> None:
-    _, problems = address_changes(CURRENT, "", "", "")
-    assert set(problems) == {"street", "postcode"}
-    _, problems = address_changes(CURRENT, "a\nb\nc\nd\ne", "P" * 17, "n" * 301)
-    assert set(problems) == {"street", "postcode", "notes"}
-    _, problems = address_changes(CURRENT, "x" * 201, "LS1", "")
-    assert set(problems) == {"street"}
+def test_an_empty_form_stays_empty_for_the_service_to_refuse() -> None:
+    assert set(form_changes("", "", "").values()) == {""}

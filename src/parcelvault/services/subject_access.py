@@ -43,9 +43,10 @@ from parcelvault.domain.errors import (
     Locked,
     NotFound,
 )
-from parcelvault.domain.statuses import FINAL_STATUSES, LABELS, Status, stage_of
+from parcelvault.domain.statuses import LABELS, Status
 from parcelvault.domain.tracking_numbers import grouped
 from parcelvault.services import ledger_views, tracking
+from parcelvault.services.corrections import OPEN_STATUSES
 from parcelvault.services.vault import Vault
 
 CODE_DIGITS = 6
@@ -306,9 +307,7 @@ class ShipmentLine:
     def correctable(self) -> bool:
         """Whether the address may still be corrected: not once the parcel is out for
         delivery (the corrections service has the last word)."""
-        return stage_of(self.status) < stage_of(Status.OUT_FOR_DELIVERY) and (
-            self.status not in FINAL_STATUSES
-        )
+        return self.status in OPEN_STATUSES
 
 
 def code_scope(subject_id: str) -> Scope:

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from parcelvault import __version__
 from parcelvault.adapters.mail import SmtpSender
-from parcelvault.entrypoints.api import problems
+from parcelvault.entrypoints.api import problems, subject_routes
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
@@ -77,6 +77,7 @@ def create_app(
     app.include_router(courier_router)
     app.include_router(ledger_router)
     app.include_router(me_router)
+    subject_routes.install(app)
     pages.install(app)
     staff_pages.install(app)
     centre_pages.install(app, mailer)

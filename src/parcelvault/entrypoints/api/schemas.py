@@ -151,3 +151,53 @@ class AccessLogOut(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accesses: list[AccessOut] = Field(description="newest first")
     truncated: bool = Field(description="older accesses exist beyond the newest 500")
+
+
+class ConsentOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(description="notify_email | notify_sms | share_live_location | analytics")
+    label: str = Field(description="what the purpose means, as the privacy centre words it")
+    granted: bool = Field(description="false until the person opts in")
+    notice_version: str | None = Field(
+        description="version of the privacy notice shown when this was last changed; "
+        "null if it never was"
+    )
+    source: str | None = Field(description="where it was last changed, e.g. recipient_api")
+    at: str | None = Field(description="when it was last changed; null if it never was")
+
+
+class ConsentsOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    notice_version: str = Field(
+        description="version of the privacy notice in force (at /privacy): send it back "
+        "when the person gives a consent"
+    )
+    notice_url: str
+    consents: list[ConsentOut] = Field(description="every purpose, in a fixed order")
+
+
+class ConsentChangeOut(ConsentOut):
+    changed: bool = Field(description="false when the request asked for what was in force")
+
+
+class ConsentHistoryLineOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    purpose: str
+    granted: bool
+    notice_version: str
+    source: str
+    at: str
+
+
+class ConsentHistoryOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    history: list[ConsentHistoryLineOut] = Field(description="every change, newest first")
+
+
+class AddressCorrectionOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corrected: list[str] = Field(
+        description="policy names of the fields that changed, e.g. destination.street; "
+        "empty when every value was already as sent"
+    )
+    at: str | None = Field(description="when; null if nothing changed")

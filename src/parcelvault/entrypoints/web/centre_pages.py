@@ -52,27 +52,12 @@ HEADERS = {
     ),
     "Referrer-Policy": "no-referrer",
 }
-PURPOSE_LABELS = {
-    "notify_email": ("E-mail updates", "Messages about your parcels' progress by e-mail."),
-    "notify_sms": ("Text message updates", "Messages about your parcels' progress by SMS."),
-    "share_live_location": (
-        "Live courier location",
-        "Show where the courier is on the day of delivery.",
-    ),
-    "analytics": (
-        "Service statistics",
-        "Use your deliveries, without your name or address, to improve the service.",
-    ),
-}
 CODE_FAILED = (
     "That code did not work. A code works once, for a limited time, and stops working "
     "after too many wrong tries. Check the latest message we sent, or ask for a new code."
 )
 FOREIGN_FORM = "This form expired or did not come from this site. Go back, reload and try again."
 STREET_LINES = 4
-STREET_LINE_MAX = 200
-POSTCODE_MAX = 16
-NOTES_MAX = 300
 
 
 @dataclass(frozen=True)
@@ -113,32 +98,16 @@ def _street_lines(raw: str) -> list[str]:
     return [line.strip() for line in raw.replace("\r", "").split("\n") if line.strip()]
 
 
-def address_changes(
-    current: dict[str, str], street: str, postcode: str, notes: str
-) -> tuple[dict[str, str], dict[str, str]]:
-    """The fields that differ from `current` (sealed-field names), and problems by
-    form field."""
-    problems: dict[str, str] = {}
-    lines = _street_lines(street)
-    if not lines:
-        problems["street"] = "Enter the street address."
-    elif len(lines) > STREET_LINES or any(len(line) > STREET_LINE_MAX for line in lines):
-        problems["street"] = f"At most {STREET_LINES} lines of {STREET_LINE_MAX} characters."
-    postcode = postcode.strip()
-    if not postcode:
-        problems["postcode"] = "Enter the postcode."
-    elif len(postcode) > POSTCODE_MAX:
-        problems["postcode"] = f"At most {POSTCODE_MAX} characters."
-    notes = notes.strip()
-    if len(notes) > NOTES_MAX:
-        problems["notes"] = f"At most {NOTES_MAX} characters."
-    wanted = {
+def form_changes(street: str, postcode: str, notes: str) -> dict[str, str]:
+    """The address form as corrections: street lines without blank ones, joined by
+    newlines as ingest stores them; empty notes remove them. The corrections service
+    checks the values and changes only those that differ."""
+    lines = [line.strip() for line in street.replace("\r", "").split("\n") if line.strip()]
+    return {
         "destination.street": "\n".join(lines),
-        "destination.postcode": postcode,
-        "destination.notes": notes,
+        "destination.postcode": postcode.strip(),
+        "destination.notes": notes.strip(),
     }
-    changes = {name: value for name, value in wanted.items() if value != current.get(name, "")}
-    return changes, problems
 
 
 def install(app: FastAPI, mailer: SmtpSender) -> None:
@@ -241,19 +210,16 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
         scope = visitor.scope
         lines = subject_access.shipments_in(vault=vault, scope=scope)
         logs = [(line, subject_access.access_log(vault=vault, line=line)) for line in lines]
-        consents: dict[str, Any] | None = None
-        if rights.available("consent"):
-            with vault.engine.connect() as connection:
-                consents = dict(rights.current_consents(connection, scope.subject_id))
+        with vault.engine.connect() as connection:
+            consents = rights.current_consents(connection, scope.subject_id)
         return {
             "scope": scope,
             "shipments": lines,
             "logs": logs,
-            "purposes": rights.purposes(),
-            "purpose_labels": PURPOSE_LABELS,
+            "purposes": rights.PURPOSES,
+            "purpose_labels": rights.PURPOSE_LABELS,
             "consents": consents,
             "notice_version": rights.notice_version(vault),
-            "corrections_available": rights.available("corrections"),
         }
 
     @app.get(CENTRE, include_in_schema=False)
@@ -456,7 +422,7 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                 return refused(request)
             purpose = _text(form, "purpose", 40)
             granted = _text(form, "granted", 8)
-            if purpose not in rights.purposes() or granted not in ("yes", "no"):
+            if purpose not in rights.PURPOSES or granted not in ("yes", "no"):
                 return message_page(
                     request, 422, "Not saved", "Choose one of the listed purposes and on or off."
                 )
@@ -469,16 +435,11 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                     granted=granted == "yes",
                     shipment_id=visitor.chosen,
                 )
-            except rights.Unavailable:
-                return unavailable(request)
+            except Conflict as exc:
+                return message_page(request, 409, "Not saved", _conflict_text(exc))
             return redirect(f"{CENTRE}?saved=consents#consents")
 
         return await as_visitor(request, handle)
-
-    def unavailable(request: Request) -> Response:
-        return message_page(
-            request, 501, "Not available", "This server does not offer this yet. Ask its operator."
-        )
 
     def needs_code(request: Request) -> Response:
         return message_page(
@@ -594,7 +555,6 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                 )
             except NotFound:
                 return message_page(request, 404, "Not found", "No such parcel of yours.")
-            current = await run_in_threadpool(current_address, vault, line)
             street = _text(form, "street", 2000)
             postcode = _text(form, "postcode", 100)
             notes = _text(form, "notes", 1000)
@@ -603,28 +563,27 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                 "destination.postcode": postcode,
                 "destination.notes": notes,
             }
-            changes, problems = address_changes(current, street, postcode, notes)
-            if problems:
-                return address_page(
-                    request, visitor, line, status=422, values=typed, problems=problems
-                )
-            if not changes:
-                return redirect(f"{CENTRE}?saved=unchanged#shipments")
             try:
-                await run_in_threadpool(
-                    rights.correct_address, vault=vault, shipment_id=line.id, changes=changes
+                done = await run_in_threadpool(
+                    rights.correct_address,
+                    vault=vault,
+                    shipment_id=line.id,
+                    changes=form_changes(street, postcode, notes),
                 )
-            except rights.Unavailable:
-                return unavailable(request)
             except Conflict as exc:
                 return address_page(
                     request, visitor, line, status=409, values=typed, error=_conflict_text(exc)
                 )
             except InvalidInput as exc:
-                found = {str(p.loc[-1]).rpartition(".")[2]: p.message for p in exc.problems}
+                found: dict[str, str] = {}
+                for problem in exc.problems:
+                    name = str(problem.loc[0]) if problem.loc else "street"
+                    found.setdefault(name, problem.message[:1].upper() + problem.message[1:] + ".")
                 return address_page(
                     request, visitor, line, status=422, values=typed, problems=found
                 )
+            if not done.fields:
+                return redirect(f"{CENTRE}?saved=unchanged#shipments")
             return redirect(f"{CENTRE}?saved=address#shipments")
 
         return await as_visitor(request, handle)

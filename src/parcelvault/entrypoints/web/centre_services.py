@@ -1,78 +1,37 @@
-"""The subject-rights use cases the privacy centre calls: consent, address
-corrections, export and erasure.
-
-Consent and corrections are looked up when first used; while one is not part of the
-installed version, its section of the centre says so instead of failing
-(`Unavailable`).
-"""
+"""The subject-rights use cases as the privacy centre calls them: every change it
+makes is recorded with source `privacy_centre`, every request as the subject's own."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
 from sqlalchemy import Connection
 
-from parcelvault.services import erasure, export
+from parcelvault.services import consent, corrections, erasure, export
+from parcelvault.services.consent import Consent
+from parcelvault.services.corrections import Correction
 from parcelvault.services.erasure import ErasureReceipt
 from parcelvault.services.vault import Vault
 
-PURPOSES: tuple[str, ...] = ("notify_email", "notify_sms", "share_live_location", "analytics")
 SOURCE = "privacy_centre"
 REQUESTED_BY = "subject"
+PURPOSES = consent.PURPOSES
+PURPOSE_LABELS = consent.PURPOSE_LABELS
 
 
-class Unavailable(RuntimeError):
-    """The use case is not part of this version."""
-
-
-def _module(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(f"parcelvault.services.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"parcelvault.services.{name}":
-            raise
-        raise Unavailable(name) from exc
-
-
-def available(name: str) -> bool:
-    try:
-        _module(name)
-    except Unavailable:
-        return False
-    return True
-
-
-def purposes() -> tuple[str, ...]:
-    try:
-        found = getattr(_module("consent"), "PURPOSES", PURPOSES)
-    except Unavailable:
-        return PURPOSES
-    return tuple(str(p) for p in found)
-
-
-def current_consents(connection: Connection, subject_id: str) -> Mapping[str, Any]:
-    found: Mapping[str, Any] = _module("consent").current(connection, subject_id)
-    return found
+def current_consents(connection: Connection, subject_id: str) -> dict[str, Consent]:
+    return consent.current(connection, subject_id)
 
 
 def notice_version(vault: Vault) -> str:
     """The version of the privacy notice (/privacy) a consent given now refers to."""
-    try:
-        declared = getattr(_module("consent"), "NOTICE_VERSION", None)
-    except Unavailable:
-        declared = None
-    if declared:
-        return str(declared)
-    return f"{vault.policy.version}-{vault.policy.digest[:12]}" if vault.policy.digest else "1"
+    return consent.current_notice_version(vault.policy)
 
 
 def set_consent(
     *, vault: Vault, subject_id: str, purpose: str, granted: bool, shipment_id: str | None
 ) -> None:
-    _module("consent").set_consent(
+    consent.set_consent(
         vault=vault,
         subject_id=subject_id,
         purpose=purpose,
@@ -83,10 +42,14 @@ def set_consent(
     )
 
 
-def correct_address(*, vault: Vault, shipment_id: str, changes: dict[str, str]) -> None:
-    _module("corrections").correct_address(
+def correct_address(*, vault: Vault, shipment_id: str, changes: dict[str, str]) -> Correction:
+    return corrections.correct_address(
         vault=vault, shipment_id=shipment_id, changes=changes, source=SOURCE
     )
+
+
+def correctable_fields(vault: Vault) -> set[str]:
+    return corrections.correctable_fields(vault)
 
 
 def export_subject(*, vault: Vault, subject_id: str, only_shipment: str | None) -> dict[str, Any]:

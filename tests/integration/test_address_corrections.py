@@ -1,0 +1,231 @@
+"""Address corrections on SQLite and PostgreSQL: allowed only before the parcel is out
+for delivery, re-sealed under the subject's key, logged by field name, visible at once
+(version bump), and refused for bad values and erased subjects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
+from parcelvault.domain.errors import Conflict, InvalidInput, NotFound
+from parcelvault.services import corrections, tracking
+from parcelvault.services.tracking import WrongPostcode
+from parcelvault.services.vault import Vault
+from tests.conftest import Canaries
+from tests.integration.subject_helpers import plant, scan, version_of
+
+
+def recipient_view(vault: Vault, number: str, shipment_id: str) -> tracking.TrackingView:
+    resolved = tracking.resolve(vault=vault, raw_number=number, cookies={})
+    as_recipient = tracking.Resolved(shipment_id, resolved.version, tracking.RECIPIENT)
+    return tracking.view_of(vault=vault, resolved=as_recipient)
+
+
+def correction_rows(vault: Vault) -> list[tuple[str, str, str]]:
+    with vault.engine.connect() as connection:
+        rows = connection.execute(
+            select(address_corrections).order_by(address_corrections.c.id)
+        ).all()
+    return [(r.shipment_id, r.fields, r.source) for r in rows]
+
+
+def correct(vault: Vault, shipment_id: str, **changes: str) -> corrections.Correction:
+    return corrections.correct_address(
+        vault=vault,
+        shipment_id=shipment_id,
+        changes={f"destination.{name}": value for name, value in changes.items()},
+        source="recipient_api",
+    )
+
+
+def test_a_street_corrected_in_transit_shows_at_once_and_is_logged_by_name(
+    any_vault: Vault,
+) -> None:
+    number, shipment, _ = plant(any_vault)
+    scan(any_vault, number, "in_transit")
+    before = recipient_view(any_vault, number, shipment)
+    version = version_of(any_vault, shipment)
+
+    done = correct(any_vault, shipment, street="Flat 2\n 14 Corrected Road ")
+
+    after = recipient_view(any_vault, number, shipment)
+    assert before.personal["destination.street"] == "12 Example Street"
+    assert after.personal["destination.street"] == "Flat 2\n14 Corrected Road"
+    assert after.personal["destination.postcode"] == before.personal["destination.postcode"]
+    assert done.fields == ("destination.street",)
+    assert version_of(any_vault, shipment) == version + 1
+    assert correction_rows(any_vault) == [(shipment, "destination.street", "recipient_api")]
+
+
+def test_a_corrected_postcode_verifies_and_the_old_one_no_longer_does(any_vault: Vault) -> None:
+    number, shipment, _ = plant(any_vault)
+
+    correct(any_vault, shipment, postcode="LS2 7EE")
+
+    with pytest.raises(WrongPostcode):
+        tracking.verify_postcode(vault=any_vault, raw_number=number, postcode="LS1 4AP")
+    granted = tracking.verify_postcode(vault=any_vault, raw_number=number, postcode="ls27ee")
+    assert granted.shipment_id == shipment
+    assert recipient_view(any_vault, number, shipment).personal["destination.postcode"] == "LS2 7EE"
+
+
+def test_notes_can_be_added_and_removed(any_vault: Vault) -> None:
+    number, shipment, _ = plant(any_vault)
+
+    correct(any_vault, shipment, notes="Leave with the neighbour at 14")
+    added = recipient_view(any_vault, number, shipment).personal
+    correct(any_vault, shipment, notes="  ")
+    removed = recipient_view(any_vault, number, shipment).personal
+
+    assert added["destination.notes"] == "Leave with the neighbour at 14"
+    assert "destination.notes" not in removed
+    assert [fields for _, fields, _ in correction_rows(any_vault)] == ["destination.notes"] * 2
+
+
+def test_several_fields_in_one_correction_are_one_record_and_one_bump(any_vault: Vault) -> None:
+    _number, shipment, _ = plant(any_vault)
+    version = version_of(any_vault, shipment)
+
+    done = correct(any_vault, shipment, street="1 New Street", postcode="LS3 1AA", notes="Gate B")
+
+    assert done.fields == ("destination.notes", "destination.postcode", "destination.street")
+    assert version_of(any_vault, shipment) == version + 1
+    assert correction_rows(any_vault) == [
+        (shipment, "destination.notes,destination.postcode,destination.street", "recipient_api")
+    ]
+
+
+def test_asking_for_the_address_already_stored_writes_nothing(any_vault: Vault) -> None:
+    _, shipment, _ = plant(any_vault)
+    version = version_of(any_vault, shipment)
+
+    done = correct(any_vault, shipment, street="12 Example Street", postcode=" LS1 4AP ", notes="")
+
+    assert done.fields == ()
+    assert version_of(any_vault, shipment) == version
+    assert correction_rows(any_vault) == []
+
+
+@pytest.mark.parametrize(
+    "status", ["out_for_delivery", "delivered", "failed_attempt", "exception", "expired"]
+)
+def test_no_correction_in_a_status_other_than_those_before_out_for_delivery(
+    any_vault: Vault, status: str
+) -> None:
+    number, shipment, _ = plant(any_vault)
+    scan(any_vault, number, "in_transit")
+    scan(any_vault, number, status)
+    version = version_of(any_vault, shipment)
+
+    with pytest.raises(Conflict) as refused:
+        correct(any_vault, shipment, street="1 Too Late Lane")
+
+    assert f"its status is {status}" in str(refused.value)
+    assert version_of(any_vault, shipment) == version
+    assert correction_rows(any_vault) == []
+    view = recipient_view(any_vault, number, shipment)
+    assert view.personal["destination.street"] == "12 Example Street"
+
+
+@pytest.mark.parametrize("status", ["pending", "info_received", "in_transit"])
+def test_corrections_are_allowed_in_every_status_before_out_for_delivery(
+    any_vault: Vault, status: str
+) -> None:
+    number, shipment, _ = plant(any_vault)
+    if status != "pending":
+        scan(any_vault, number, status)
+
+    assert correct(any_vault, shipment, street="3 Early Street").fields == ("destination.street",)
+
+
+@pytest.mark.parametrize(
+    ("changes", "locations"),
+    [
+        ({}, [()]),
+        ({"destination.city": "Bradford"}, [("city",)]),
+        ({"recipient.name": "Somebody"}, [("name",)]),
+        ({"destination.street": ""}, [("street",)]),
+        ({"destination.street": " \n "}, [("street",)]),
+        ({"destination.street": "a\n\nb"}, [("street", 1)]),
+        ({"destination.street": "\n".join(["x"] * 5)}, [("street",)]),
+        ({"destination.street": "x" * 201}, [("street", 0)]),
+        ({"destination.street": "tab\there"}, [("street", 0)]),
+        ({"destination.postcode": "A"}, [("postcode",)]),
+        ({"destination.postcode": "X" * 13}, [("postcode",)]),
+        ({"destination.postcode": "--"}, [("postcode",)]),
+        ({"destination.postcode": "LS1\x00"}, [("postcode",)]),
+        ({"destination.notes": "n" * 301}, [("notes",)]),
+        ({"destination.notes": "bell\x07"}, [("notes",)]),
+        ({"destination.street": "", "destination.postcode": "A"}, [("street",), ("postcode",)]),
+    ],
+)
+def test_bad_corrections_are_invalid_input_naming_each_field(
+    any_vault: Vault, changes: dict[str, str], locations: list[tuple[object, ...]]
+) -> None:
+    _, shipment, _ = plant(any_vault)
+    version = version_of(any_vault, shipment)
+
+    with pytest.raises(InvalidInput) as refused:
+        corrections.correct_address(
+            vault=any_vault, shipment_id=shipment, changes=changes, source="recipient_api"
+        )
+
+    assert [p.loc for p in refused.value.problems] == locations
+    assert version_of(any_vault, shipment) == version
+
+
+def test_an_erased_subject_has_no_address_to_correct(any_vault: Vault) -> None:
+    _, shipment, subject = plant(any_vault)
+    any_vault.keystore.destroy(subject, now=any_vault.clock())
+
+    with pytest.raises(Conflict, match="erased"):
+        correct(any_vault, shipment, street="1 Ghost Road")
+
+    assert correction_rows(any_vault) == []
+
+
+def test_an_unknown_shipment_is_not_found(any_vault: Vault) -> None:
+    with pytest.raises(NotFound):
+        correct(any_vault, "0" * 32, street="1 Nowhere")
+
+
+def test_the_new_values_are_sealed_for_their_subject_record_and_field(any_vault: Vault) -> None:
+    _, shipment, subject = plant(any_vault)
+
+    correct(any_vault, shipment, street="9 Sealed Street", postcode="LS9 9SS")
+
+    with any_vault.engine.connect() as connection:
+        rows = connection.execute(
+            select(sealed_fields).where(sealed_fields.c.record_id == shipment)
+        ).all()
+        digest = connection.execute(
+            select(shipments.c.postcode_digest).where(shipments.c.id == shipment)
+        ).scalar_one()
+    by_field = {row.field: row for row in rows}
+    assert by_field["destination.street"].subject_id == subject
+    assert b"Sealed" not in by_field["destination.street"].value
+    assert b"LS9" not in digest
+    assert b"LS9" not in by_field["destination.postcode"].value
+    assert len([r for r in rows if r.field == "destination.street"]) == 1
+
+
+def test_a_corrected_canary_street_never_reaches_the_raw_sqlite_file(
+    vault: Vault, canaries: Canaries
+) -> None:
+    number, shipment, _ = plant(vault)
+
+    correct(vault, shipment, street=canaries.street, postcode=canaries.postcode)
+
+    view = recipient_view(vault, number, shipment)
+    assert view.personal["destination.street"] == canaries.street
+    database = Path(make_url(vault.settings.database_url).database or "")
+    raw = b"".join(
+        path.read_bytes()
+        for path in database.parent.iterdir()
+        if path.name.startswith(database.name)
+    )
+    assert canaries.found_in(raw) == []
