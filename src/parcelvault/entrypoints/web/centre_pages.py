@@ -461,7 +461,7 @@ def install(app: FastAPI, mailer: SmtpSender) -> None:
                 return refused(request)
             kind = _text(form, "format", 8)
             if kind not in ("json", "html"):
-                return message_page(request, 422, "Not available", "Choose JSON or HTML.")
+                return message_page(request, 422, "Choose a format", "Choose JSON or HTML.")
             vault = vault_of(request)
             try:
                 data = await run_in_threadpool(
