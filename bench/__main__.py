@@ -9,10 +9,30 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import batch_api, ceiling, erasure, import_file, ledger, lookup, report
+from bench import (
+    batch_api,
+    ceiling,
+    erasure,
+    import_file,
+    keys,
+    ledger,
+    lookup,
+    report,
+    retention,
+)
 from bench.common import BenchError, Result, log, machine
 
-ALL = ("import", "batch", "lookup", "recipient", "merchant", "ledger", "erasure")
+ALL = (
+    "import",
+    "batch",
+    "lookup",
+    "recipient",
+    "merchant",
+    "ledger",
+    "keys",
+    "retention",
+    "erasure",
+)
 # benchmark name -> tier of the lookup benchmark
 LOOKUPS = {"lookup": "public", "recipient": "recipient", "merchant": "merchant"}
 
@@ -73,9 +93,15 @@ def main(argv: list[str]) -> int:
             if "ledger" in chosen:
                 log("ledger:")
                 results += ledger.run(workdir, rounds=rounds, quick=args.quick)
+            if "keys" in chosen:
+                log("key rotation:")
+                results += keys.run(workdir, rounds=rounds, quick=args.quick)
             if "erasure" in chosen:
                 log("erasure:")
                 results += erasure.run(workdir, rounds=rounds, quick=args.quick)
+            if "retention" in chosen:
+                log("retention:")
+                results += retention.run(workdir, rounds=rounds, quick=args.quick)
     except BenchError as exc:
         print(f"\nbenchmark failed: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@ by `parcelvault init`, beside raw sqlite3 ceilings and pymerkle measured in the 
 
 1. A 1,000,000-leaf log is built directly, not through the sequencer: leaf hashes from
    `log.entry_leaf_hash`, every complete subtree from `merkle.InMemoryTree`, the
-   `ledger_entries` and `ledger_nodes` rows written with raw sqlite3 executemany. Its root,
+   `ledger_entries` rows and the `ledger_nodes` rows (levels >= 1; the leaves are the
+   entries' leaf hashes) written with raw sqlite3 executemany. Its root,
    read back through `log.root`, must equal `merkle.root_from_leaf_hashes` of the leaves.
    pymerkle's `SqliteTree` is fed the same leaf data and must have the same root.
 2. Proofs at size 1,000,000, on one open connection: `log.inclusion_proof` for random
@@ -17,7 +18,8 @@ by `parcelvault init`, beside raw sqlite3 ceilings and pymerkle measured in the 
 3. Appends onto that log: 100,000 entries queued with `log.enqueue` (not timed), then
    `log.sequence(limit=50,000)` until the queue is empty, timed. Every node the sequencer
    wrote is compared with the in-memory tree fed the leaves recomputed from the stored
-   kind, salt and body. Ceilings: the same SHA-256 work and the same rows, raw sqlite3,
+   kind, salt and body. Ceilings: the same SHA-256 work and the same rows (an entry and
+   the interior nodes its append completes), raw sqlite3,
    50,000 entries a transaction, into bare tables and into tables with the ledger's own
    DDL; and pymerkle appending the same leaf data (`append_entries`, one transaction).
 """
@@ -164,7 +166,7 @@ def build_log(
             connection.executemany(ENTRY_INSERT, rows)
             connection.execute("COMMIT")
             pm_tree.append_entries(data, chunksize=BATCH)
-        level = 0
+        level = 1
         while size >> level:
             count = size >> level
             for first in range(0, count, 200_000):
@@ -243,33 +245,50 @@ def _time_calls(call: Callable[[int], Any], count: int, budget_s: float) -> Time
 Nodes = list[tuple[int, int]]
 
 
+def _split(nodes: Nodes) -> tuple[list[int], list[tuple[int, int]]]:
+    """The leaves' indexes (level 0, read from ledger_entries) and the interior nodes."""
+    wanted = sorted(set(nodes))
+    return [i for level, i in wanted if level == 0], [n for n in wanted if n[0] > 0]
+
+
 def _indexed_fetch(connection: sqlite3.Connection) -> Callable[[Nodes], list[Any]]:
-    """The fastest one-query read of the given nodes: the list as VALUES, joined to the
-    primary key of ledger_nodes (SQLite searches the index once per node)."""
+    """The fastest one-query read of the given nodes: the interior nodes as VALUES
+    joined to the primary key of ledger_nodes (SQLite searches the key once per node),
+    the leaves by rowid from ledger_entries."""
 
     def fetch(nodes: Nodes) -> list[Any]:
-        wanted = sorted(set(nodes))
-        values = ", ".join(["(?, ?)"] * len(wanted))
-        return connection.execute(
-            f"WITH wanted(level, idx) AS (VALUES {values}) "
-            "SELECT n.level, n.idx, n.hash FROM wanted "
-            "JOIN ledger_nodes AS n ON n.level = wanted.level AND n.idx = wanted.idx",
-            [value for node in wanted for value in node],
-        ).fetchall()
+        leaves, interior = _split(nodes)
+        parts, params = [], []
+        if interior:
+            values = ", ".join(["(?, ?)"] * len(interior))
+            parts.append(
+                f"WITH wanted(level, idx) AS (VALUES {values}) "
+                "SELECT n.level, n.idx, n.hash FROM wanted "
+                "JOIN ledger_nodes AS n ON n.level = wanted.level AND n.idx = wanted.idx"
+            )
+            params += [value for node in interior for value in node]
+        if leaves:
+            marks = ", ".join(["?"] * len(leaves))
+            parts.append(f"SELECT 0, idx, leaf_hash FROM ledger_entries WHERE idx IN ({marks})")
+            params += leaves
+        return connection.execute(" UNION ALL ".join(parts), params).fetchall()
 
     return fetch
 
 
 def _fetch_nodes_sql(connection: sqlite3.Connection) -> Callable[[Nodes], list[Any]]:
-    """The row-value IN query `log.fetch_nodes` used to send, straight to sqlite3: kept
-    as a reference for how SQLite plans it (a full scan of the node table)."""
+    """The row-value IN query `log.fetch_nodes` used to send for the tree nodes, straight
+    to sqlite3: kept as a reference for how SQLite plans it (a full scan of the node
+    table). The leaves are read by rowid, as `fetch_nodes` does."""
 
     def fetch(nodes: Nodes) -> list[Any]:
-        wanted = sorted(set(nodes))
-        values = ", ".join(["(?, ?)"] * len(wanted))
+        leaves, interior = _split(nodes)
+        values = ", ".join(["(?, ?)"] * max(1, len(interior)))
+        marks = ", ".join(["?"] * max(1, len(leaves)))
         return connection.execute(
-            f"SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (VALUES {values})",
-            [value for node in wanted for value in node],
+            f"SELECT level, idx, hash FROM ledger_nodes WHERE (level, idx) IN (VALUES {values}) "
+            f"UNION ALL SELECT 0, idx, leaf_hash FROM ledger_entries WHERE idx IN ({marks})",
+            [*(value for node in interior or [(-1, -1)] for value in node), *(leaves or [-1])],
         ).fetchall()
 
     return fetch
@@ -459,8 +478,9 @@ def ceiling_appends(
     items: Sequence[Stored], ddl: str, folder: Path, stamp: str
 ) -> tuple[float, int]:
     """SHA-256 of every leaf and every complete subtree, plus raw executemany of the
-    rows (an entry and its nodes) into tables made with `ddl`, BATCH entries a
-    transaction, in a fresh file. Returns (entries per second, rows inserted)."""
+    rows (an entry and the interior nodes its append completes) into tables made with
+    `ddl`, BATCH entries a transaction, in a fresh file. Returns (entries per second,
+    rows inserted)."""
     sha = hashlib.sha256
     prefix = ledger_log.LEAF_PREFIX
     rows_inserted = 0
@@ -479,7 +499,6 @@ def ceiling_appends(
                     data = prefix + kind.encode() + b"\n" + sha(salt + body).digest()
                     leaf = sha(b"\x00" + data).digest()
                     entry_rows.append((n, kind, leaf, body, salt, subject, ref, stamp, stamp, None))
-                    node_rows.append((0, n, leaf))
                     current, level, index = leaf, 0, n
                     while index & 1:
                         current = sha(b"\x01" + pending[level] + current).digest()
@@ -597,7 +616,7 @@ def _check_appended(
             if sha(b"\x00" + data).digest() != leaf:
                 raise BenchError("a sequenced leaf hash does not match its kind, salt and body")
             tree.append(leaf)
-        level = 0
+        level = 1
         while size >> level:
             first, last = start >> level, size >> level
             found = connection.execute(

@@ -17,6 +17,14 @@ class Settings(BaseSettings):
         default=None,
         description="where wrapped data keys are kept; default: a SQLite file in key_dir",
     )
+    kek_max_age_days: int = Field(
+        default=365, ge=1, description="`keys status` calls a key-encryption key due after this"
+    )
+    ledger_signer_max_age_days: int = Field(
+        default=730,
+        ge=1,
+        description="`keys status` calls the checkpoint signing key due after this",
+    )
     policy: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -54,3 +62,8 @@ class Settings(BaseSettings):
     codes_per_subject_per_hour: int = Field(default=3, ge=1)
     codes_per_client_per_hour: int = Field(default=10, ge=1)
     subject_session_seconds: int = Field(default=30 * 60, ge=60)
+    retention_interval_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="how often `serve` removes values whose retention period ended; 0 = off",
+    )

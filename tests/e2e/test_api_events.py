@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 
@@ -261,6 +262,44 @@ def test_a_batch_is_stored_and_replaying_it_changes_nothing(
     assert replayed.json() == {"accepted": 0, "duplicates": 4}
     assert [view(any_client, any_shop_key, n) for n in (first, second)] == before
     assert [b["status"] for b in before] == ["in_transit", "out_for_delivery"]
+
+
+@pytest.mark.parametrize(
+    "media_type", ["application/json", "application/json; charset=utf-8", "application/x+json"]
+)
+def test_a_batch_sent_as_any_json_media_type_is_stored_and_answered_privately(
+    any_client: TestClient, any_shop_key: str, media_type: str
+) -> None:
+    number = create(any_client, any_shop_key)
+    items = [
+        {**event(f"m-{i}", "in_transit", at(3 - i)), "tracking_number": number} for i in (0, 1)
+    ]
+    headers = {**bearer(any_shop_key), "Content-Type": media_type}
+
+    response = any_client.post(
+        "/api/v1/events/batch", content=orjson.dumps({"events": items}), headers=headers
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 2, "duplicates": 0}
+    assert response.headers["cache-control"] == "private, no-store"
+    assert response.headers["vary"] == "Cookie, Authorization"
+    assert response.headers["content-type"] == "application/json"
+    assert len(view(any_client, any_shop_key, number)["events"]) == 2
+
+
+def test_a_batch_that_is_not_sent_as_json_is_refused_and_stores_nothing(
+    any_client: TestClient, any_shop_key: str
+) -> None:
+    number = create(any_client, any_shop_key)
+    body = orjson.dumps({"events": [{**event("t-0"), "tracking_number": number}]})
+    headers = {**bearer(any_shop_key), "Content-Type": "text/plain"}
+
+    response = any_client.post("/api/v1/events/batch", content=body, headers=headers)
+
+    assert response.status_code == 415
+    assert response.headers["content-type"] == "application/problem+json"
+    assert view(any_client, any_shop_key, number)["events"] == []
 
 
 def test_a_batch_that_repeats_some_events_stores_only_the_new_ones(

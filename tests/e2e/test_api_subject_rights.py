@@ -18,11 +18,11 @@ from parcelvault.entrypoints.api import schemas
 from parcelvault.entrypoints.api.app import create_app
 from parcelvault.ledger import log as ledger_log
 from parcelvault.privacy.policy import default_policy_text
-from parcelvault.services import tenants
+from parcelvault.services import erasure, tenants
 from parcelvault.services.consent import PURPOSES
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
-from tests.e2e.test_api_errors import assert_problem
+from tests.e2e.test_api_errors import assert_problem, json_values
 from tests.e2e.test_api_tracking import SUBJECT_ENDPOINTS, create, track, verify
 
 PROBLEM = "application/problem+json"
@@ -363,19 +363,24 @@ def test_in_transit_a_correction_is_still_accepted(
     assert response.status_code == 200
 
 
-def test_after_erasure_a_correction_is_a_409_problem(
+def test_after_erasure_corrections_and_consents_are_410_problems(
     any_client: TestClient, any_vault: Vault, number: str, cookie: str
 ) -> None:
-    view = track(any_client, number, cookie)
-    assert view.status_code == 200
-    subject = subject_of(any_vault, number)
-    any_vault.keystore.destroy(subject, now=any_vault.clock())
-
-    response = any_client.post(
-        f"{base(number)}/address", json={"street": ["1 Gone Road"]}, headers={"Cookie": cookie}
+    version = notice(any_client, number, cookie)
+    erasure.erase_subject(
+        vault=any_vault, subject_id=subject_of(any_vault, number), requested_by="operator"
     )
 
-    assert "erased" in assert_problem(response, 409)["detail"]
+    corrected = any_client.post(
+        f"{base(number)}/address", json={"street": ["1 Gone Road"]}, headers={"Cookie": cookie}
+    )
+    give = {"granted": True, "notice_version": version}
+    given = put(any_client, number, cookie, "analytics", give)
+    listed = any_client.get(f"{base(number)}/consents", headers={"Cookie": cookie})
+
+    assert "erased" in assert_problem(corrected, 410)["detail"]
+    assert assert_problem(given, 410)["type"] == "/problems/erased"
+    assert not any(c["granted"] for c in listed.json()["consents"])
 
 
 def subject_of(vault: Vault, number: str) -> str:
@@ -485,7 +490,7 @@ def test_the_openapi_document_describes_the_recipient_endpoints_and_their_proble
     for path, method in SUBJECT_ENDPOINTS:
         operation = paths[path][method]
         assert operation["tags"] == ["recipient"]
-        for status in ("401", "404", "409", "422"):
+        for status in ("401", "404", "409", "410", "422"):
             assert PROBLEM in operation["responses"][status]["content"], (path, status)
     put_body = paths["/api/v1/track/{tracking_number}/consents/{purpose}"]["put"]["requestBody"]
     post_body = paths["/api/v1/track/{tracking_number}/address"]["post"]["requestBody"]
@@ -500,17 +505,6 @@ def test_the_openapi_document_describes_the_recipient_endpoints_and_their_proble
 
 # --- never a 500 ------------------------------------------------------------------------
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 address_bodies = st.fixed_dictionaries(
     {},
     optional={

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
-from parcelvault.domain.errors import Conflict, InvalidInput, NotFound
-from parcelvault.services import corrections, tracking
+from parcelvault.domain.errors import Conflict, Gone, InvalidInput, NotFound
+from parcelvault.services import corrections, erasure, tracking
 from parcelvault.services.tracking import WrongPostcode
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries
@@ -178,11 +178,14 @@ def test_bad_corrections_are_invalid_input_naming_each_field(
     assert version_of(any_vault, shipment) == version
 
 
-def test_an_erased_subject_has_no_address_to_correct(any_vault: Vault) -> None:
+@pytest.mark.parametrize("clean_up", [False, True])
+def test_an_erased_subject_has_no_address_to_correct(any_vault: Vault, clean_up: bool) -> None:
     _, shipment, subject = plant(any_vault)
-    any_vault.keystore.destroy(subject, now=any_vault.clock())
+    erasure.erase_subject(
+        vault=any_vault, subject_id=subject, requested_by="operator", clean_up=clean_up
+    )
 
-    with pytest.raises(Conflict, match="erased"):
+    with pytest.raises(Gone, match="erased"):
         correct(any_vault, shipment, street="1 Ghost Road")
 
     assert correction_rows(any_vault) == []

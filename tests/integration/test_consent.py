@@ -12,10 +12,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from parcelvault.adapters.db.tables import consents, ledger_entries, ledger_queue
-from parcelvault.domain.errors import Conflict, InvalidInput, NotFound
+from parcelvault.adapters.db.tables import consents, ledger_entries, ledger_queue, shipments
+from parcelvault.domain.errors import Conflict, Gone, InvalidInput, NotFound
 from parcelvault.ledger import log as ledger_log
-from parcelvault.services import consent
+from parcelvault.services import consent, erasure
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries
 from tests.integration.subject_helpers import plant
@@ -321,3 +321,24 @@ def test_every_change_becomes_a_sequenced_ledger_entry_naming_no_one(
         assert body["subject"] == subject
         assert canaries.found_in(entry.body) == []
         assert entry.leaf_hash == ledger_log.entry_leaf_hash("consent", entry.salt, entry.body)
+
+
+def test_an_erased_subject_can_no_longer_give_consents_and_keeps_none(any_vault: Vault) -> None:
+    _, shipment, subject = plant(any_vault)
+    give(any_vault, subject, "notify_email")
+    erasure.erase_subject(
+        vault=any_vault, subject_id=subject, requested_by="operator", clean_up=False
+    )
+
+    with pytest.raises(Gone):
+        give(any_vault, subject, "analytics")
+    erasure.reconcile(vault=any_vault)
+    with any_vault.engine.connect() as connection:
+        tombstone = connection.execute(
+            select(shipments.c.subject_id).where(shipments.c.id == shipment)
+        ).scalar_one()
+        assert consent.history(connection, subject) == []
+    with pytest.raises(Gone):
+        give(any_vault, tombstone, "analytics")
+    with pytest.raises(NotFound):
+        give(any_vault, subject, "analytics")

@@ -238,3 +238,14 @@ def test_an_export_for_one_shipments_recipient_leaves_out_the_persons_other_ship
     )
     assert [s["tracking_number"] for s in data["shipments"]] == [first]
     assert len(data["access_records"]) == 1
+
+
+def test_keys_reconcile_reports_what_it_found_and_changes_nothing_when_in_line(
+    env: Path, canaries: Canaries
+) -> None:
+    vault, _ = _loaded(env, canaries)
+    result = CliRunner().invoke(cli, ["keys", "reconcile"])
+    assert result.exit_code == 0, result.output
+    assert "keys destroyed again: 0" in result.output
+    assert "erasures recovered from the key store: 0" in result.output
+    assert vault.keystore.get_one(_subject(vault, canaries)) is not None

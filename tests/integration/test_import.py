@@ -281,6 +281,72 @@ def test_bad_lines_are_reported_by_number_and_field_and_the_rest_is_written(
     assert "UTC offset" in messages[4]
 
 
+def _mixed_file() -> list[dict[str, Any] | bytes]:
+    return [
+        _shipment(A),
+        _event(A, 1, "info_received"),
+        b'{"type": "event", "tracking_number": ',
+        _event(A, 2, time="2025-05-01T10:00:00"),
+        _event("ZZ99ZZ99", 4),
+        _event(A, 5, status="teleported"),
+        _shipment(None),
+        _event(B, 1),
+        _shipment(B),
+        _event(B, 2, "exception", reason="address_problem", description="Gate locked"),
+        _event(A, 3, location={"country": "FR", "region": "Nord", "city": "Lille"}),
+        _event(
+            A,
+            6,
+            "delivered",
+            proof={"received_by": "Jane Doe", "photo": "p-1", "geo": {"lat": 53.8, "lon": -1.55}},
+        ),
+        _event(A, 1),
+        b"[1, 2, 3]",
+        {"type": "parcel"},
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_file_validated_in_a_second_process_imports_exactly_as_in_one(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    lines = _mixed_file()
+    if fmt == "csv":
+        path = _csv(tmp_path / "in.csv", [line for line in lines if isinstance(line, dict)])
+    else:
+        path = _jsonl(tmp_path / "in.jsonl", lines)
+    one, two = _tenant(any_vault, "one-process"), _tenant(any_vault, "two-processes")
+    progress: dict[str, list[int]] = {"one": [], "two": []}
+    alone = importer.import_file(
+        vault=any_vault,
+        tenant_name="one-process",
+        path=path,
+        chunk_size=4,
+        progress=progress["one"].append,
+    )
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    beside = importer.import_file(
+        vault=any_vault,
+        tenant_name="two-processes",
+        path=path,
+        chunk_size=4,
+        progress=progress["two"].append,
+    )
+    assert beside == alone
+    assert alone.rejected_lines > 0
+    assert alone.events_accepted > 0
+    assert progress["two"] == progress["one"]
+    assert progress["one"][-1] == path.stat().st_size
+    for number in (A, B):
+        views = [
+            tracking.merchant_view(vault=any_vault, tenant_id=tenant, raw_number=number)
+            for tenant in (one, two)
+        ]
+        assert dataclasses.replace(views[1], tenant=None) == dataclasses.replace(
+            views[0], tenant=None
+        )
+
+
 def test_results_do_not_depend_on_the_chunk_size(vault: Vault, tmp_path: Path) -> None:
     _tenant(vault)
     lines: list[dict[str, Any]] = [_event(B, 1), _shipment(A), _event(A, 1), _shipment(B)]
@@ -364,6 +430,29 @@ def test_an_unknown_tenant_or_unreadable_file_is_an_error_not_a_report(
         _import(vault, tmp_path / "missing.jsonl")
     with pytest.raises(importer.UnreadableFile):
         _import(vault, tmp_path, fmt=importer.ImportFormat.CSV)
+
+
+@pytest.mark.parametrize("second_process", [False, True])
+def test_a_read_failure_midway_names_the_line_and_keeps_the_chunks_written(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_process: bool
+) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 9)])
+    lines = importer.LineReader._lines
+
+    def failing_after_line_5(reader: importer.LineReader) -> Any:
+        for item in lines(reader):
+            if item[0] == 6:
+                raise OSError(5, "Input/output error")
+            yield item
+
+    monkeypatch.setattr(importer.LineReader, "_lines", failing_after_line_5)
+    if second_process:
+        monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    with pytest.raises(importer.UnreadableFile) as failure:
+        _import(vault, path, chunk_size=2)
+    assert str(failure.value) == f"reading {path} failed after line 6: Input/output error"
+    assert _rows(vault)["events"] == 3
 
 
 # --- personal data ---------------------------------------------------------------------

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from parcelvault.adapters.db.tables import access_records, ledger_entries
+from parcelvault.adapters.db.tables import access_records, events, ledger_entries, ledger_queue
 from parcelvault.ledger import log, merkle
 from parcelvault.ledger.keys import create_signer, load_signer
 from parcelvault.ledger.note import open_note, parse_checkpoint
@@ -155,6 +155,50 @@ def test_entries_queued_after_the_queue_emptied_are_never_lost(vault: Vault, key
     queue(2)
     assert log.sequence(vault.engine, now=vault.clock()) == 2
     assert len(_leaf_hashes(vault)) == 4
+
+
+def test_every_source_row_is_marked_with_the_index_of_its_own_entry_across_id_gaps(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault
+) -> None:
+    numbers = _load(any_client, any_shop_key, shipments=2, events_each=5)
+    for number in numbers:
+        any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
+    with any_vault.engine.begin() as connection:
+        for n in range(6):
+            log.enqueue(
+                connection,
+                kind="consent",
+                body={"n": n},
+                subject_id=None,
+                ref=f"consent:{n}",
+                now=any_vault.clock(),
+            )
+        # gaps in every source, so that each is placed in several runs of ids
+        event_ids = connection.execute(select(events.c.id).order_by(events.c.id)).scalars()
+        ids = list(event_ids)
+        connection.execute(delete(events).where(events.c.id.in_([ids[2], ids[6]])))
+        queue_ids = list(connection.execute(select(ledger_queue.c.id)).scalars())
+        connection.execute(delete(ledger_queue).where(ledger_queue.c.id == sorted(queue_ids)[3]))
+    while log.sequence(any_vault.engine, now=any_vault.clock(), limit=4):
+        pass
+    with any_vault.engine.connect() as connection:
+        refs = dict(connection.execute(select(ledger_entries.c.idx, ledger_entries.c.ref)).all())
+        placed_events = connection.execute(
+            select(events.c.ledger_index, events.c.tenant_id, events.c.event_id)
+        ).all()
+        placed_access = connection.execute(
+            select(access_records.c.ledger_index, access_records.c.id)
+        ).all()
+        queued = connection.execute(select(ledger_queue.c.id)).all()
+    assert queued == []
+    assert len(placed_events) == 8
+    assert placed_access
+    assert all(refs[index] == f"event:{t}:{e}" for index, t, e in placed_events)
+    assert all(refs[index] == f"access:{rid}" for index, rid in placed_access)
+    assert sorted(refs) == list(range(8 + len(placed_access) + 5))
+    assert sorted(ref for ref in refs.values() if ref.startswith("consent:")) == [
+        f"consent:{n}" for n in (0, 1, 2, 4, 5)
+    ]
 
 
 def test_a_policy_is_recorded_once_and_again_only_when_it_changes(vault: Vault) -> None:

@@ -121,11 +121,16 @@ def delete_the_last_entry_and_its_nodes(c: Connection) -> None:
         c.execute(delete(ledger_nodes).where(where))
 
 
-def insert_an_extra_entry(c: Connection) -> None:
-    extra = _entry(c, 3)
-    salt, body = os.urandom(16), b'{"made":"up"}'
-    extra.update(idx=20, salt=salt, body=body, leaf_hash=log.entry_leaf_hash("event", salt, body))
-    c.execute(insert(ledger_entries).values(extra))
+def insert_extra_entries(c: Connection) -> None:
+    """Two made-up entries past the end: the second completes node (1, 10), which the
+    log does not have. (One alone, after the last checkpoint, completes no node: like
+    any entry not yet covered by a checkpoint, it is protected only once one covers it.)"""
+    for index in (20, 21):
+        extra = _entry(c, 3)
+        salt, body = os.urandom(16), b'{"made":"up"}'
+        leaf = log.entry_leaf_hash("event", salt, body)
+        extra.update(idx=index, salt=salt, body=body, leaf_hash=leaf)
+        c.execute(insert(ledger_entries).values(extra))
 
 
 def swap_two_entries(c: Connection) -> None:
@@ -134,8 +139,8 @@ def swap_two_entries(c: Connection) -> None:
     _set_entry(c, -1, idx=9)
 
 
-def alter_a_leaf_node(c: Connection) -> None:
-    _alter_node(c, 0, 12)
+def alter_a_lowest_node(c: Connection) -> None:
+    _alter_node(c, 1, 6)  # covers entries 12..13
 
 
 def alter_an_inner_node(c: Connection) -> None:
@@ -198,17 +203,17 @@ CASES: list[tuple[Callable[[Connection], None], str, str]] = [
     (alter_leaf_hash, "index 5", "do not hash to its leaf hash"),
     (alter_body, "index 6", "do not hash to its leaf hash"),
     (alter_kind, "index 4", "do not hash to its leaf hash"),
-    (delete_an_entry, "index 7", "the entry is missing, but the tree still has its leaf"),
+    (delete_an_entry, "index 7", "the entry is missing (the log claims 20 entries)"),
     (delete_the_last_entry, "index 19", "the entry is missing"),
     (delete_the_last_entry_and_its_nodes, "index 19", "the log claims 20 entries"),
-    (insert_an_extra_entry, "index 20", "no leaf node for it"),
-    (swap_two_entries, "index 3", "differs from the tree's leaf node"),
-    (alter_a_leaf_node, "index 12", "differs from the tree's leaf node"),
+    (insert_extra_entries, "index 21", "tree node (1, 10) is missing"),
+    (swap_two_entries, "index 3", "tree node (1, 1) over entries 2..3 differs"),
+    (alter_a_lowest_node, "index 13", "tree node (1, 6) over entries 12..13 differs"),
     (alter_an_inner_node, "index 7", "tree node (2, 1) over entries 4..7 differs"),
     (alter_a_checkpoint_root, "checkpoint of size 11", "stored root differs from the signed"),
     (alter_a_checkpoint_note, "checkpoint of size 20", "signed note does not verify"),
     (alter_a_checkpoint_signature, "checkpoint of size 11", "invalid signature"),
-    (alter_an_erased_entrys_leaf_hash, "index 8", "differs from the tree's leaf node"),
+    (alter_an_erased_entrys_leaf_hash, "index 9", "tree node (1, 4) over entries 8..9 differs"),
     (half_erase_an_entry, "index 2", "half erased"),
     (
         rewrite_history_consistently,

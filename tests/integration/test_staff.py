@@ -270,6 +270,17 @@ def test_the_previous_code_is_accepted_once_but_an_older_or_future_one_is_not(
         sign_in(vault, account, code=previous)
 
 
+def test_after_signing_in_with_the_previous_code_the_current_one_still_works(
+    vault: Vault, clock: Clock
+) -> None:
+    account = make_account(vault)
+    step = timedelta(seconds=staff.TOTP_STEP_SECONDS)
+    sign_in(vault, account, code=account.code(clock.now - step))
+    clock.advance(seconds=3)
+    assert sign_in(vault, account, code=account.code(clock.now)).staff.staff_id == account.id
+    assert staff_row(vault, account.id).totp_last_step == staff.totp_step(clock.now)
+
+
 def test_a_disabled_account_cannot_sign_in_and_its_sessions_end(vault: Vault, clock: Clock) -> None:
     account = make_account(vault)
     session = sign_in(vault, account)

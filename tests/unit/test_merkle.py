@@ -20,6 +20,7 @@ from parcelvault.ledger.merkle import (
     inclusion_proof,
     inclusion_proof_from_leaves,
     inclusion_proof_nodes,
+    interior_hashes_created_by_appends,
     leaf_hash,
     node_hash,
     nodes_created_by_append,
@@ -241,6 +242,34 @@ def test_an_append_reads_only_left_siblings_that_already_exist() -> None:
     created = hashes_created_by_append(7, new_leaf, get_node)
     assert reads == [(0, 6), (1, 2), (2, 0)]
     assert created == [(node, _TREE.get_node(*node)) for node in nodes_created_by_append(7)]
+
+
+@given(two_sizes())
+def test_a_batch_of_appends_creates_the_same_interior_nodes_as_one_append_at_a_time(
+    case: tuple[int, int],
+) -> None:
+    start, end = case[0] - 1, case[1]  # from any size, including the empty tree
+    reads: list[tuple[int, int]] = []
+
+    def get_node(level: int, index: int) -> bytes:
+        reads.append((level, index))
+        return _TREE.get_node(level, index)
+
+    new_leaves = [_TREE.get_node(0, i) for i in range(start, end)]
+    created = interior_hashes_created_by_appends(start, new_leaves, get_node)
+    one_by_one = [
+        (node, _TREE.get_node(*node))
+        for index in range(start, end)
+        for node in nodes_created_by_append(index)[1:]
+    ]
+    assert sorted(created) == sorted(one_by_one)
+    assert created == sorted(created)  # level by level, in index order
+    assert set(reads) <= set(root_nodes(start))
+
+
+def test_a_batch_of_appends_refuses_a_leaf_hash_of_the_wrong_length() -> None:
+    with pytest.raises(ProofError):
+        interior_hashes_created_by_appends(0, [b"\x00" * 32, b"short"], _TREE.get_node)
 
 
 @given(size_and_index())

@@ -16,7 +16,9 @@ several application hosts it is a database of its own (`PARCELVAULT_KEYSTORE_URL
 backed up on its own schedule. Its schema is created on first use.
 
 A key row: ``subject_id`` (the keyed hash the database uses), ``key_id`` (16 random
-bytes, hex), ``kek_id`` (which key-encryption key wrapped it) and ``wrapped``.
+bytes, hex), ``kek_id`` (which key-encryption key wrapped it, always the one the
+wrapped bytes name) and ``wrapped``. ``kek_history`` records when each key-encryption
+key was first put to use and when `keys retire` deleted it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     Column,
@@ -35,7 +38,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    bindparam,
     delete,
     func,
     insert,
@@ -68,6 +70,14 @@ destroyed_keys = Table(
     Column("destroyed_at", UtcDateTime(), nullable=False),
 )
 
+kek_history = Table(
+    "kek_history",
+    keystore_metadata,
+    Column("kek_id", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("retired_at", UtcDateTime(), nullable=True),
+)
+
 
 def default_url(key_dir: Path) -> str:
     return f"sqlite:///{(key_dir / KEYSTORE_FILE).resolve()}"
@@ -83,6 +93,33 @@ class StoredKey:
     key_id: str
     kek_id: int
     wrapped: bytes
+
+
+START = "start"
+RewrapCursor = str | int
+"""Where `batch_to_rewrap` goes on from: `START`, or the `after` of the last batch."""
+
+
+@dataclass(frozen=True)
+class RewrapBatch:
+    """Keys to re-wrap, as columns (the rotation's hot loop builds no object per key)."""
+
+    subject_ids: list[str]
+    key_ids: list[str]
+    wrapped: list[bytes]
+    rowids: list[int] | None
+    """SQLite row ids, to update the rows by."""
+    after: RewrapCursor
+
+    def __len__(self) -> int:
+        return len(self.subject_ids)
+
+
+def kek_of(wrapped: bytes) -> int:
+    """The key-encryption key id a wrapped key names in its header (see `keyring`)."""
+    if wrapped[:1] == b"\x02" and len(wrapped) > 3:
+        return int.from_bytes(wrapped[1:3], "big")
+    return 1
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -131,7 +168,7 @@ class KeyStore:
             {
                 "subject_id": k.subject_id,
                 "key_id": k.key_id,
-                "kek_id": k.kek_id,
+                "kek_id": kek_of(k.wrapped),
                 "wrapped": k.wrapped,
                 "created_at": now,
             }
@@ -207,16 +244,120 @@ class KeyStore:
                 for r in connection.execute(query)
             ]
 
-    def replace_wrapped(self, keys: Sequence[StoredKey]) -> None:
-        """Store re-wrapped keys; a row is only changed if it still has its old key id
-        (a key destroyed meanwhile stays destroyed)."""
-        if not keys:
-            return
-        statement = (
-            update(data_keys)
-            .where(data_keys.c.subject_id == bindparam("s"), data_keys.c.key_id == bindparam("k"))
-            .values(kek_id=bindparam("e"), wrapped=bindparam("w"))
+    def batch_to_rewrap(self, kek_id: int, *, after: RewrapCursor, limit: int) -> RewrapBatch:
+        """Up to `limit` keys wrapped by any key-encryption key but `kek_id`, after the
+        cursor (`START` for the first batch). Read through the driver: rotation reads
+        every key once. On SQLite the walk goes in row id order, so reads and the
+        updates that follow touch the table's pages in sequence; PostgreSQL goes in
+        subject order."""
+        sqlite = self.engine.dialect.name == "sqlite"
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        position = "rowid" if sqlite else "subject_id"
+        # Only names and placeholders are interpolated; every value travels as a parameter.
+        sql = (
+            f"SELECT {position}, subject_id, key_id, wrapped FROM data_keys "  # noqa: S608
+            f"WHERE {position} > {mark} AND kek_id <> {mark} ORDER BY {position} LIMIT {mark}"
         )
-        params = [{"s": k.subject_id, "k": k.key_id, "e": k.kek_id, "w": k.wrapped} for k in keys]
+        if after == START:
+            after = -1 if sqlite else ""
+        with self.engine.connect() as connection:
+            cursor = connection.connection.cursor()
+            try:
+                cursor.execute(sql, (after, kek_id, limit))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return RewrapBatch(
+            subject_ids=[r[1] for r in rows],
+            key_ids=[r[2] for r in rows],
+            wrapped=[bytes(r[3]) for r in rows],
+            rowids=[r[0] for r in rows] if sqlite else None,
+            after=rows[-1][0] if rows else after,
+        )
+
+    def replace_wrapped(self, keys: Sequence[StoredKey]) -> int:
+        """Store re-wrapped keys in one transaction; a row is only changed if it still has
+        its old key id (a key destroyed meanwhile stays destroyed). Returns how many
+        rows changed."""
+        return self._update_wrapped(
+            [(kek_of(k.wrapped), k.wrapped, k.subject_id, k.key_id) for k in keys],
+            by_rowid=False,
+        )
+
+    def store_rewrapped(self, batch: RewrapBatch, wrapped: Sequence[bytes], kek_id: int) -> int:
+        """`replace_wrapped` for a batch from `batch_to_rewrap`, whose keys `wrapped` now
+        holds wrapped by `kek_id`, in the same order."""
+        if len(wrapped) != len(batch):
+            raise ValueError("one wrapped key per key of the batch")
+        kek_ids = [kek_id] * len(batch)
+        if batch.rowids is not None:
+            return self._update_wrapped(
+                list(zip(kek_ids, wrapped, batch.rowids, batch.key_ids, strict=True)),
+                by_rowid=True,
+            )
+        return self._update_wrapped(
+            list(zip(kek_ids, wrapped, batch.subject_ids, batch.key_ids, strict=True)),
+            by_rowid=False,
+        )
+
+    def _update_wrapped(self, params: list[tuple[int, bytes, Any, str]], *, by_rowid: bool) -> int:
+        if not params:
+            return 0
+        mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        row = "rowid" if by_rowid else "subject_id"
+        # Only names and placeholders are interpolated; every value travels as a parameter.
+        sql = (
+            f"UPDATE data_keys SET kek_id = {mark}, wrapped = {mark} "  # noqa: S608
+            f"WHERE {row} = {mark} AND key_id = {mark}"
+        )
         with self.engine.begin() as connection:
-            connection.execute(statement, params)
+            cursor = connection.connection.cursor()
+            try:
+                cursor.executemany(sql, params)
+                changed = cursor.rowcount
+            finally:
+                cursor.close()
+        return int(changed) if changed is not None and changed >= 0 else len(params)
+
+    def count_not_wrapped_by(self, kek_id: int) -> int:
+        with self.engine.connect() as connection:
+            query = select(func.count()).where(data_keys.c.kek_id != kek_id)
+            return int(connection.execute(query).scalar() or 0)
+
+    def count_destroyed(self) -> int:
+        with self.engine.connect() as connection:
+            return int(
+                connection.execute(select(func.count()).select_from(destroyed_keys)).scalar() or 0
+            )
+
+    def kek_history(self) -> dict[int, tuple[datetime, datetime | None]]:
+        """kek id -> (first put to use, retired or None)."""
+        with self.engine.connect() as connection:
+            return {
+                int(r.kek_id): (r.created_at, r.retired_at)
+                for r in connection.execute(select(kek_history))
+            }
+
+    def record_kek(self, kek_id: int, *, now: datetime) -> None:
+        """Remember when a key-encryption key was put to use (once; later calls keep
+        the first time)."""
+        with self.engine.begin() as connection:
+            known = connection.execute(
+                select(kek_history.c.kek_id).where(kek_history.c.kek_id == kek_id)
+            ).first()
+            if known is None:
+                connection.execute(insert(kek_history).values(kek_id=kek_id, created_at=now))
+
+    def record_kek_retired(self, kek_id: int, *, now: datetime) -> None:
+        with self.engine.begin() as connection:
+            known = connection.execute(
+                select(kek_history.c.kek_id).where(kek_history.c.kek_id == kek_id)
+            ).first()
+            if known is None:
+                connection.execute(
+                    insert(kek_history).values(kek_id=kek_id, created_at=now, retired_at=now)
+                )
+            else:
+                connection.execute(
+                    update(kek_history).where(kek_history.c.kek_id == kek_id).values(retired_at=now)
+                )

@@ -12,7 +12,14 @@ from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import KeyFolderError, create_key_folder, key_folder_exists
 from parcelvault.domain.errors import DomainError
-from parcelvault.entrypoints import cli_data, cli_ledger, cli_staff, cli_subjects
+from parcelvault.entrypoints import (
+    cli_data,
+    cli_keys,
+    cli_ledger,
+    cli_retention,
+    cli_staff,
+    cli_subjects,
+)
 from parcelvault.entrypoints.cli_common import fail, require_ready
 from parcelvault.ledger.keys import create_signer
 from parcelvault.services.vault import open_keystore
@@ -62,14 +69,19 @@ def init(
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     out.print(f"database: schema at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+    cli_keys.adopt_after_migrate(settings)
 
 
 @app.command("migrate")
 def migrate_command() -> None:
-    """Bring the database schema up to date."""
-    engine = make_engine(Settings().database_url)
+    """Bring the database schema up to date (and move legacy keys into the key store)."""
+    settings = Settings()
+    engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     out.print(f"database: schema at revision {migrate.current_revision(engine)}")
+    engine.dispose()
+    cli_keys.adopt_after_migrate(settings)
 
 
 @app.command()
@@ -190,6 +202,8 @@ def policy_check(
 cli_staff.register(app)
 cli_ledger.register(app)
 cli_subjects.register(app)
+cli_keys.register(app)
+cli_retention.register(app)
 
 
 def main() -> None:

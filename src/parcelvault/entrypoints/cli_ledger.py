@@ -92,11 +92,54 @@ def _engine(settings: Settings) -> Engine:
 
 
 @ledger_app.command("key")
-def key_command() -> None:
+def key_command(
+    retired: Annotated[
+        bool, typer.Option("--retired", help="also print earlier keys, one a line after it")
+    ] = False,
+) -> None:
     """Print the log's verifier key: what anyone needs to check checkpoints and bundles."""
-    from parcelvault.ledger.note import format_verifier_key
+    from parcelvault.ledger.keys import retired_verifiers
+    from parcelvault.ledger.note import NoteError, format_verifier_key
 
-    print(format_verifier_key(_signer(Settings()).verifier))
+    settings = Settings()
+    print(format_verifier_key(_signer(settings).verifier))
+    if retired:
+        try:
+            earlier = retired_verifiers(settings.key_dir)
+        except (OSError, NoteError) as exc:
+            raise fail(f"cannot read the retired ledger keys: {exc}", EXIT_CANNOT_RUN) from exc
+        for entry in reversed(earlier):
+            print(entry.key)
+
+
+@ledger_app.command("rotate-key")
+def rotate_key_command() -> None:
+    """Replace the checkpoint signing key. The old key signs a last checkpoint covering a
+    key_rotation entry that names both keys; its public key is kept (see `ledger key
+    --retired`), so checkpoints and bundles signed before still verify."""
+    from parcelvault.ledger.note import NoteError
+    from parcelvault.services.signer_rotation import rotate_signer
+
+    settings = Settings()
+    _signer(settings)
+    engine = _engine(settings)
+    try:
+        rotated = rotate_signer(engine, settings.key_dir, now=_now())
+    except (OSError, NoteError, LookupError) as exc:
+        raise fail(f"cannot rotate the ledger signing key: {exc}", EXIT_CANNOT_RUN) from exc
+    finally:
+        engine.dispose()
+    signed = (
+        "no checkpoint"
+        if rotated.last_size is None
+        else f"checkpoints up to size {rotated.last_size}"
+    )
+    out.print(f"ledger: retired key {rotated.retired} ({signed})")
+    out.print(f"ledger: new key {rotated.current}")
+    out.print(
+        "Publish the new key beside the old one; keep the old one for checking "
+        "older checkpoints and proof bundles."
+    )
 
 
 @ledger_app.command("sequence")
@@ -152,13 +195,18 @@ def verify_command(key: KeyOption = None) -> None:
         TimeRemainingColumn,
     )
 
-    from parcelvault.ledger.keys import SIGNER_FILE
+    from parcelvault.ledger.keys import SIGNER_FILE, retired_verifiers
+    from parcelvault.ledger.note import NoteError
     from parcelvault.services.ledger_audit import audit
 
     settings = Settings()
     verifiers = _verifiers(key)
     if not verifiers or (settings.key_dir / SIGNER_FILE).exists():
         verifiers.insert(0, _signer(settings).verifier)
+    try:
+        verifiers += [r.verifier for r in retired_verifiers(settings.key_dir)]
+    except (OSError, NoteError) as exc:
+        raise fail(f"cannot read the retired ledger keys: {exc}", EXIT_CANNOT_RUN) from exc
     engine = _engine(settings)
     columns = (
         TextColumn("checking the log"),

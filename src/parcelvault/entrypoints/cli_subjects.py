@@ -159,5 +159,7 @@ def reconcile_command() -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from parcelvault.entrypoints.cli_keys import keys_app
+
     app.add_typer(subjects_app, name="subjects")
-    subjects_app.command("reconcile")(reconcile_command)
+    keys_app.command("reconcile")(reconcile_command)

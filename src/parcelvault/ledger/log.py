@@ -19,42 +19,42 @@ Sequencing
 Access records and scan events are not copied anywhere on the hot paths: one
 sequencer reads the rows of their own tables that have no `ledger_index` yet,
 together with the generic `ledger_queue`, gives them consecutive indexes, stores the
-leaves and every complete subtree node, and marks each source row with its index,
+leaves and every complete interior node, and marks each source row with its index,
 all in one transaction.
+
 Only one sequencer runs at a time: on PostgreSQL it holds a transaction-level advisory
 lock, on SQLite it opens the transaction with BEGIN IMMEDIATE (the single writer).
 Any number of API processes may write sources concurrently.
+
+Storage
+-------
+`ledger_entries` keeps the leaves (its `leaf_hash` is the tree's level-0 node) and
+`ledger_nodes` every complete subtree above them, (level, index) with level >= 1: about
+one node row per entry. A batch is hashed level by level in one pass
+(`merkle.interior_hashes_created_by_appends`) and its rows go to the DBAPI cursor as
+tuples with one executemany per table; source rows are marked and queue rows deleted
+by runs of consecutive ids, one statement per run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import (
-    Connection,
-    Engine,
-    Table,
-    bindparam,
-    delete,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Connection, Engine, Integer, bindparam, func, select
 
-from parcelvault.adapters.db.store import AnyRow, bulk_insert
+from parcelvault.adapters.db.store import driver_rows
 from parcelvault.adapters.db.tables import (
     access_records,
     events,
     ledger_checkpoints,
     ledger_entries,
-    ledger_nodes,
     ledger_queue,
     shipments,
 )
@@ -135,47 +135,148 @@ def record_policy(engine: Engine, *, digest: str, now: datetime) -> bool:
         return True
 
 
-@dataclass(frozen=True)
-class Pending:
-    kind: str
-    body: bytes
-    salt: bytes
-    subject_id: str | None
-    ref: str | None
-    created_at: datetime
+Pending = tuple[str, bytes, bytes, str | None, str | None, Any]
+"""(kind, body, salt, subject_id, ref, created_at): created_at as the driver reads and
+writes it for a UTC timestamp column (text on SQLite, a datetime on PostgreSQL)."""
 
 
 # --- sources -------------------------------------------------------------------------
 
 
-def _event_body(row: AnyRow) -> dict[str, Any]:
-    return {
-        "event_id": row.event_id,
-        "tenant": row.tenant_id,
-        "shipment": row.shipment_id,
-        "tracking_number": row.tracking_number,
-        "time": row.occurred_at.isoformat(),
-        "utc_offset_min": row.utc_offset_min,
-        "status": row.status,
-        "reason": row.reason,
-        "description": row.description,
-        "location": [row.loc_country, row.loc_region, row.loc_city, row.loc_facility],
-        "proof_of_delivery": bool(row.has_proof),
-    }
+def _utc(value: Any) -> datetime:
+    """A `UtcDateTime` value as the driver returns it (text on SQLite, a datetime on
+    PostgreSQL), as the aware UTC datetime SQLAlchemy would have returned."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+    return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
-def _access_body(row: AnyRow) -> dict[str, Any]:
-    return {
-        "access_record": row.id,
-        "at": row.at.isoformat(),
-        "shipment": row.shipment_id,
-        "subject": row.subject_id,
-        "tier": row.tier,
-        "actor": [row.actor_kind, row.actor_id],
-        "fields": row.fields.split(","),
-        "purpose": row.purpose,
-        "reason": row.reason,
-    }
+_UNPLACED_EVENTS = (
+    select(
+        events.c.id,
+        events.c.event_id,
+        events.c.tenant_id,
+        events.c.shipment_id,
+        shipments.c.tracking_number,
+        events.c.occurred_at,
+        events.c.utc_offset_min,
+        events.c.status,
+        events.c.reason,
+        events.c.description,
+        events.c.loc_country,
+        events.c.loc_region,
+        events.c.loc_city,
+        events.c.loc_facility,
+        events.c.has_proof,
+        events.c.arrival,
+        shipments.c.subject_id,
+    )
+    .join(shipments, shipments.c.id == events.c.shipment_id)
+    .where(events.c.ledger_index.is_(None))
+    .order_by(events.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+_UNPLACED_ACCESS = (
+    select(
+        access_records.c.id,
+        access_records.c.at,
+        access_records.c.shipment_id,
+        access_records.c.subject_id,
+        access_records.c.tier,
+        access_records.c.actor_kind,
+        access_records.c.actor_id,
+        access_records.c.fields,
+        access_records.c.purpose,
+        access_records.c.reason,
+    )
+    .where(access_records.c.ledger_index.is_(None))
+    .order_by(access_records.c.id)
+    .limit(bindparam("limit", type_=Integer))
+)
+
+
+def _event_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> list[Pending]:
+    """Entries for rows of `_UNPLACED_EVENTS` (driver tuples, in its column order)."""
+    salts = os.urandom(SALT_BYTES * len(rows))
+    return [
+        (
+            "event",
+            canonical(
+                {
+                    "event_id": event_id,
+                    "tenant": tenant,
+                    "shipment": shipment,
+                    "tracking_number": number,
+                    "time": _utc(occurred).isoformat(),
+                    "utc_offset_min": offset,
+                    "status": status,
+                    "reason": reason,
+                    "description": description,
+                    "location": [country, region, city, facility],
+                    "proof_of_delivery": bool(proof),
+                }
+            ),
+            salts[n * SALT_BYTES : (n + 1) * SALT_BYTES],
+            subject,
+            f"event:{tenant}:{event_id}",
+            stamp(datetime.fromtimestamp(arrival / 1_000_000, UTC)),
+        )
+        for n, (
+            _,
+            event_id,
+            tenant,
+            shipment,
+            number,
+            occurred,
+            offset,
+            status,
+            reason,
+            description,
+            country,
+            region,
+            city,
+            facility,
+            proof,
+            arrival,
+            subject,
+        ) in enumerate(rows)
+    ]
+
+
+def _access_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> list[Pending]:
+    """Entries for rows of `_UNPLACED_ACCESS` (driver tuples, in its column order)."""
+    salts = os.urandom(SALT_BYTES * len(rows))
+    entries: list[Pending] = []
+    for n, (
+        rid,
+        at,
+        shipment,
+        subject,
+        tier,
+        actor_kind,
+        actor_id,
+        fields,
+        purpose,
+        reason,
+    ) in enumerate(rows):
+        when = _utc(at)
+        body = {
+            "access_record": rid,
+            "at": when.isoformat(),
+            "shipment": shipment,
+            "subject": subject,
+            "tier": tier,
+            "actor": [actor_kind, actor_id],
+            "fields": fields.split(","),
+            "purpose": purpose,
+            "reason": reason,
+        }
+        salt = salts[n * SALT_BYTES : (n + 1) * SALT_BYTES]
+        entries.append(("access", canonical(body), salt, subject, f"access:{rid}", stamp(when)))
+    return entries
 
 
 @dataclass
@@ -184,6 +285,17 @@ class _Gathered:
     queue_ids: list[int]
     access_ids: list[int]
     event_ids: list[int]
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    """The text SQLAlchemy stores for a `UtcDateTime` on SQLite (naive UTC, with
+    microseconds), so that rows written either way compare and sort alike."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _stamper(connection: Connection) -> Callable[[datetime], Any]:
+    """Turns a UTC timestamp into what the driver stores in a `UtcDateTime` column."""
+    return _sqlite_stamp if connection.dialect.name == "sqlite" else _utc
 
 
 def _gather(connection: Connection, limit: int) -> _Gathered:
@@ -196,46 +308,42 @@ def _gather(connection: Connection, limit: int) -> _Gathered:
     has been placed, and a mark would skip it.
     """
     gathered = _Gathered([], [], [], [])
-    queue_rows = connection.execute(
-        select(ledger_queue).order_by(ledger_queue.c.id).limit(limit)
-    ).all()
-    for row in queue_rows:
-        gathered.pending.append(
-            Pending(row.kind, row.body, row.salt, row.subject_id, row.ref, row.created_at)
+    queue_rows = _driver_select(
+        connection,
+        "SELECT id, kind, body, salt, subject_id, ref, created_at FROM ledger_queue "
+        "ORDER BY id LIMIT {}",
+        (limit,),
+    )
+    gathered.queue_ids = [row[0] for row in queue_rows]
+    gathered.pending = [
+        (kind, bytes(body), bytes(salt), subject, ref, created)
+        for _, kind, body, salt, subject, ref, created in queue_rows
+    ]
+    stamp = _stamper(connection)
+    if len(gathered.pending) < limit:
+        access_rows = driver_rows(
+            connection, _UNPLACED_ACCESS, {"limit": limit - len(gathered.pending)}
         )
-        gathered.queue_ids.append(row.id)
-    access_rows = connection.execute(
-        select(access_records)
-        .where(access_records.c.ledger_index.is_(None))
-        .order_by(access_records.c.id)
-        .limit(limit - len(gathered.pending))
-    ).all()
-    for row in access_rows:
-        body = canonical(_access_body(row))
-        ref = f"access:{row.id}"
-        salt = os.urandom(SALT_BYTES)
-        gathered.pending.append(Pending("access", body, salt, row.subject_id, ref, row.at))
-        gathered.access_ids.append(row.id)
-    event_rows = connection.execute(
-        select(events, shipments.c.tracking_number, shipments.c.subject_id)
-        .join(shipments, shipments.c.id == events.c.shipment_id)
-        .where(events.c.ledger_index.is_(None))
-        .order_by(events.c.id)
-        .limit(limit - len(gathered.pending))
-    ).all()
-    for row in event_rows:
-        gathered.pending.append(
-            Pending(
-                "event",
-                canonical(_event_body(row)),
-                os.urandom(SALT_BYTES),
-                row.subject_id,
-                f"event:{row.tenant_id}:{row.event_id}",
-                datetime.fromtimestamp(row.arrival / 1_000_000, UTC),
-            )
+        gathered.pending += _access_entries(access_rows, stamp)
+        gathered.access_ids = [row[0] for row in access_rows]
+    if len(gathered.pending) < limit:
+        event_rows = driver_rows(
+            connection, _UNPLACED_EVENTS, {"limit": limit - len(gathered.pending)}
         )
-        gathered.event_ids.append(row.id)
+        gathered.pending += _event_entries(event_rows, stamp)
+        gathered.event_ids = [row[0] for row in event_rows]
     return gathered
+
+
+def _driver_select(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """Run `sql` (with `{}` standing for each placeholder) on the DBAPI cursor."""
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql.replace("{}", mark), params)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
 
 
 # --- the tree ----------------------------------------------------------------------
@@ -249,10 +357,11 @@ def size(connection: Connection) -> int:
 def fetch_nodes(connection: Connection, nodes: Sequence[merkle.Node]) -> dict[merkle.Node, bytes]:
     """The hashes of the given complete subtrees, in one query.
 
-    The query is one `level = ? AND idx IN (...)` term per level, so both databases
-    look each node up by the primary key (a row-value IN makes SQLite scan the whole
-    table), and it is sent straight to the DBAPI cursor: a proof needs a few dozen
-    nodes, and building a statement through SQLAlchemy would cost more than the
+    Level 0 (the leaves) is read from `ledger_entries.leaf_hash` by index, the levels
+    above from `ledger_nodes`, with one `level = ? AND idx IN (...)` term per level, so
+    both databases look each node up by a primary key (a row-value IN makes SQLite scan
+    the whole table). The query goes straight to the DBAPI cursor: a proof needs a few
+    dozen nodes, and building a statement through SQLAlchemy would cost more than the
     lookup itself.
     """
     wanted = sorted(set(nodes))
@@ -264,13 +373,25 @@ def fetch_nodes(connection: Connection, nodes: Sequence[merkle.Node]) -> dict[me
             by_level: dict[int, list[int]] = {}
             for level, index in wanted[start : start + 400]:
                 by_level.setdefault(level, []).append(index)
-            terms, params = [], []
+            selects, params = [], []
+            leaves = by_level.pop(0, None)
+            if leaves:
+                selects.append(
+                    "SELECT 0, idx, leaf_hash FROM ledger_entries "  # noqa: S608
+                    f"WHERE idx IN ({', '.join([mark] * len(leaves))})"
+                )
+                params += leaves
+            terms = []
             for level, indexes in sorted(by_level.items()):
                 terms.append(f"(level = {mark} AND idx IN ({', '.join([mark] * len(indexes))}))")
                 params += [level, *indexes]
+            if terms:
+                selects.append(
+                    "SELECT level, idx, hash FROM ledger_nodes WHERE "  # noqa: S608
+                    + " OR ".join(terms)
+                )
             # Only placeholders are interpolated; every value travels as a parameter.
-            sql = "SELECT level, idx, hash FROM ledger_nodes WHERE " + " OR ".join(terms)  # noqa: S608
-            cursor.execute(sql, tuple(params))
+            cursor.execute(" UNION ALL ".join(selects), tuple(params))
             rows = cursor.fetchall()
             found.update({(row[0], row[1]): bytes(row[2]) for row in rows})
     finally:
@@ -301,79 +422,129 @@ def consistency_proof(connection: Connection, old_size: int, new_size: int) -> l
 
 
 @contextmanager
-def _exclusive(engine: Engine) -> Iterator[Connection]:
-    """A write transaction that only one sequencer at a time can hold."""
+def _exclusive(engine: Engine, *, cache_kib: int | None = None) -> Iterator[Connection]:
+    """A write transaction that only one sequencer at a time can hold; on SQLite with
+    a page cache of up to `cache_kib` KiB for its duration, if given."""
     with engine.connect() as connection:
+        previous_cache = None
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
         else:
+            if cache_kib is not None:
+                previous_cache = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+                connection.exec_driver_sql(f"PRAGMA cache_size = -{int(cache_kib)}")
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            yield connection
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.commit()
+            try:
+                yield connection
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.commit()
+        finally:
+            if previous_cache is not None:
+                connection.exec_driver_sql(f"PRAGMA cache_size = {int(previous_cache)}")
+
+
+_LEAF_PREFIXES = {kind: b"\x00" + LEAF_PREFIX + kind.encode() + b"\n" for kind in KINDS}
+
+
+def _leaf_hashes(pending: Sequence[Pending]) -> list[bytes]:
+    """`entry_leaf_hash` of every pending entry, without a call per entry."""
+    sha256 = hashlib.sha256
+    prefixes = _LEAF_PREFIXES
+    try:
+        return [
+            sha256(prefixes[kind] + sha256(salt + body).digest()).digest()
+            for kind, body, salt, _, _, _ in pending
+        ]
+    except KeyError as error:
+        raise LedgerError(f"unknown ledger entry kind {error.args[0]!r}") from None
+
+
+SQLITE_CACHE_KIB = 128 * 1024
+"""SQLite page cache of the sequencer's transaction, at most (allocated as pages are
+read). A batch inserts into the `subject_id` and `ref` indexes at thousands of places;
+with the default 2 MiB cache, dirty index pages are spilled to the WAL and read back
+several times within one transaction. Restored when the batch is done."""
 
 
 def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
     """Append up to `limit` waiting entries to the log; returns how many."""
-    with _exclusive(engine) as connection:
+    with _exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
         gathered = _gather(connection, max(1, limit))
         pending = gathered.pending
         if not pending:
             return 0
         start = size(connection)
+        leaves = _leaf_hashes(pending)
         known = fetch_nodes(connection, merkle.root_nodes(start))
-        entry_rows: list[dict[str, Any]] = []
-        node_rows: list[dict[str, Any]] = []
-        for offset, item in enumerate(pending):
-            index = start + offset
-            leaf = entry_leaf_hash(item.kind, item.salt, item.body)
-            for (level, node_index), value in merkle.hashes_created_by_append(
-                index, leaf, lambda level, i: known[level, i]
+        interior = merkle.interior_hashes_created_by_appends(
+            start, leaves, lambda level, index: known[level, index]
+        )
+        sequenced_at = _stamper(connection)(now)
+        entry_rows = [
+            (index, kind, leaf, body, salt, subject, ref, created, sequenced_at)
+            for index, leaf, (kind, body, salt, subject, ref, created) in zip(
+                range(start, start + len(pending)), leaves, pending, strict=True
+            )
+        ]
+        node_rows = [(level, index, value) for (level, index), value in interior]
+        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+        cursor = connection.connection.cursor()
+        try:
+            cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
+            if node_rows:
+                cursor.executemany(_NODE_INSERT.replace("?", mark), node_rows)
+            first = start
+            for table, ids in (
+                ("ledger_queue", gathered.queue_ids),
+                ("access_records", gathered.access_ids),
+                ("events", gathered.event_ids),
             ):
-                known[level, node_index] = value
-                node_rows.append({"level": level, "idx": node_index, "hash": value})
-            entry_rows.append(
-                {
-                    "idx": index,
-                    "kind": item.kind,
-                    "leaf_hash": leaf,
-                    "body": item.body,
-                    "salt": item.salt,
-                    "subject_id": item.subject_id,
-                    "ref": item.ref,
-                    "created_at": item.created_at,
-                    "sequenced_at": now,
-                    "erased_at": None,
-                }
-            )
-        bulk_insert(connection, ledger_entries, entry_rows, skip_duplicates=False)
-        bulk_insert(connection, ledger_nodes, node_rows, skip_duplicates=False)
-        if gathered.queue_ids:
-            connection.execute(
-                delete(ledger_queue).where(ledger_queue.c.id.in_(gathered.queue_ids))
-            )
-        first_access = start + len(gathered.queue_ids)
-        first_event = first_access + len(gathered.access_ids)
-        _place(connection, access_records, gathered.access_ids, first_access)
-        _place(connection, events, gathered.event_ids, first_event)
+                runs = _runs(ids, first)
+                if runs and table == "ledger_queue":
+                    cursor.executemany(_QUEUE_DELETE.replace("?", mark), [r[1:] for r in runs])
+                elif runs:
+                    cursor.executemany(_PLACE[table].replace("?", mark), runs)
+                first += len(ids)
+        finally:
+            cursor.close()
         return len(entry_rows)
 
 
-def _place(connection: Connection, table: Table, row_ids: list[int], first_index: int) -> None:
-    """Record in each source row the index its entry got, in the same transaction."""
-    if row_ids:
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("rid"))
-            .values(ledger_index=bindparam("idx"))
-        )
-        connection.execute(
-            statement,
-            [{"rid": rid, "idx": first_index + n} for n, rid in enumerate(row_ids)],
-        )
+_ENTRY_INSERT = (
+    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, subject_id, ref, "
+    "created_at, sequenced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_NODE_INSERT = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
+_QUEUE_DELETE = "DELETE FROM ledger_queue WHERE id BETWEEN ? AND ?"
+# Each source row's entry index is its id plus the run's offset (see `_runs`).
+_PLACE = {
+    table: f"UPDATE {table} SET ledger_index = id + ? WHERE id BETWEEN ? AND ?"  # noqa: S608
+    for table in ("access_records", "events")
+}
+
+
+def _runs(row_ids: Sequence[int], first_index: int) -> list[tuple[int, int, int]]:
+    """(offset, first id, last id) for each run of consecutive ids, where the row
+    `row_ids[k]` gets the entry index `first_index + k` = its id + offset.
+
+    A run covers only ids that were gathered (consecutive integers leave no room for
+    another row), so a statement over the range touches no row that another
+    transaction committed meanwhile.
+    """
+    runs: list[tuple[int, int, int]] = []
+    if not row_ids:
+        return runs
+    run_start = 0
+    for k in range(1, len(row_ids) + 1):
+        if k == len(row_ids) or row_ids[k] != row_ids[k - 1] + 1:
+            runs.append(
+                (first_index + run_start - row_ids[run_start], row_ids[run_start], row_ids[k - 1])
+            )
+            run_start = k
+    return runs
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ __all__ = [
     "inclusion_proof",
     "inclusion_proof_from_leaves",
     "inclusion_proof_nodes",
+    "interior_hashes_created_by_appends",
     "leaf_hash",
     "node_hash",
     "nodes_created_by_append",
@@ -179,6 +180,40 @@ def hashes_created_by_append(
         current = node_hash(get_node(level - 1, 2 * node_index), current)
         result.append(((level, node_index), current))
     return result
+
+
+def interior_hashes_created_by_appends(
+    start: int, new_leaf_hashes: Sequence[bytes], get_node: GetNode
+) -> list[tuple[Node, bytes]]:
+    """Every interior node (level >= 1) that appending ``new_leaf_hashes`` to the tree of
+    ``start`` leaves completes, level by level and in index order within a level.
+
+    One pass per level pairs the new nodes of that level; a level whose first new node
+    is a right child takes its left sibling from ``get_node``, which is asked only for
+    the old tree's :func:`root_nodes`. The same hashes as calling
+    :func:`hashes_created_by_append` once per leaf, without the per-leaf bookkeeping.
+    """
+    _require_non_negative(start, "tree size")
+    for item in new_leaf_hashes:
+        _require_hash(item, "leaf hash")
+    sha256 = hashlib.sha256
+    created: list[tuple[Node, bytes]] = []
+    level, first, row = 0, start, list(new_leaf_hashes)
+    while row:
+        if first & 1:  # the row starts with a right child: fetch its left sibling
+            first -= 1
+            row = [get_node(level, first), *row]
+        pairs = len(row) // 2
+        if not pairs:
+            break
+        row = [
+            sha256(b"\x01" + left + right).digest()
+            for left, right in zip(row[0 : 2 * pairs : 2], row[1 : 2 * pairs : 2], strict=True)
+        ]
+        level += 1
+        first >>= 1
+        created.extend(((level, first + offset), value) for offset, value in enumerate(row))
+    return created
 
 
 def _require_non_negative(value: int, what: str) -> None:

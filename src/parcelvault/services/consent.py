@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from parcelvault.adapters.db.store import AnyRow
 from parcelvault.adapters.db.tables import consents, shipments, subjects
-from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.privacy.policy import Policy
 from parcelvault.services.vault import Vault
@@ -157,8 +157,9 @@ def set_consent(
     """Give or withdraw a consent: a history row and a `consent` ledger entry in one
     transaction. Asking for what is already in force (a double submit, a withdrawal of
     what was never given) changes nothing and writes nothing; giving again under a
-    newer notice is a change. `shipment_id`, if given, says through which of the
-    subject's shipments the consent was given."""
+    newer notice is a change. An erased subject (no data key) is Gone: erasure
+    deleted their consents, and nothing new is recorded about them. `shipment_id`, if
+    given, says through which of the subject's shipments the consent was given."""
     check_purpose(purpose)
     _check(granted, notice_version, source)
     in_force = current_notice_version(vault.policy)
@@ -174,6 +175,8 @@ def set_consent(
         ).first()
         if subject is None:
             raise NotFound()
+        if vault.keystore.get_one(subject_id) is None:
+            raise Gone("the recipient's personal data was erased; nothing is recorded any more")
         if shipment_id is not None and not _owns(connection, subject_id, shipment_id):
             raise NotFound()
         latest = _latest(connection, subject_id, purpose)

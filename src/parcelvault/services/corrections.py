@@ -22,7 +22,7 @@ from parcelvault.adapters.db import store
 from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.sealing import SealError, associated_data, open_sealed, seal
-from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
 from parcelvault.domain.statuses import Status
 from parcelvault.services.consent import SOURCE
 from parcelvault.services.vault import Vault
@@ -149,9 +149,7 @@ def correct_address(
             )
         key = vault.keystore.get_one(shipment.subject_id)
         if key is None:
-            raise Conflict(
-                "the recipient's personal data was erased; there is no address to correct"
-            )
+            raise Gone("the recipient's personal data was erased; there is no address to correct")
         cipher = vault.keyring.unwrap(key.wrapped, shipment.subject_id)
         stored = _opened(connection, cipher, shipment.subject_id, shipment_id)
         changed = {f: v for f, v in checked.items() if stored.get(f) != v}

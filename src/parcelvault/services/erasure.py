@@ -34,6 +34,7 @@ from parcelvault.adapters.db.tables import (
     access_records,
     consents,
     erasures,
+    events,
     ledger_checkpoints,
     ledger_entries,
     ledger_queue,
@@ -47,11 +48,13 @@ from parcelvault.crypto.keyed_hash import ERASED_DIGEST
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.services.holds import UnderHold, active_holds_of_subject
+from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
 
 log = logging.getLogger(__name__)
 
 TOMBSTONE_PREFIX = "erased-"
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def _move_to_tombstone(
         )
     if old is None:
         return
-    connection.execute(delete(sealed_fields).where(sealed_fields.c.subject_id == old))
+    _delete_sealed(connection, old)
     connection.execute(
         update(shipments)
         .where(shipments.c.subject_id == old)
@@ -205,6 +208,21 @@ def _move_to_tombstone(
     for table in (consents, otp_challenges, subject_sessions):
         connection.execute(delete(table).where(table.c.subject_id == old))
     connection.execute(delete(subjects).where(subjects.c.id == old))
+
+
+def _delete_sealed(connection: Connection, subject_id: str) -> None:
+    """Delete the subject's ciphertexts: those of its shipments and of their events'
+    proofs (sealed values are found by record id; see `tables.sealed_fields`)."""
+    shipment_ids = shipment_ids_of(connection, subject_id)
+    proofs = connection.execute(
+        select(events.c.tenant_id, events.c.event_id)
+        .join(shipments, shipments.c.id == events.c.shipment_id)
+        .where(shipments.c.subject_id == subject_id, events.c.has_proof.is_(True))
+    ).all()
+    records = shipment_ids + [event_row_id(p.tenant_id, p.event_id) for p in proofs]
+    for start in range(0, len(records), CHUNK):
+        chunk = records[start : start + CHUNK]
+        connection.execute(delete(sealed_fields).where(sealed_fields.c.record_id.in_(chunk)))
 
 
 def _erase_ledger_bodies(connection: Connection, tombstone: str, now: datetime) -> None:

@@ -130,3 +130,30 @@ def release(*, vault: Vault, hold_id: int, released_by: str) -> Hold:
         return Hold(
             row.id, row.shipment_id, row.tracking_number, row.case_ref, row.placed_by, row.placed_at
         )
+
+
+@dataclass(frozen=True)
+class HoldLine:
+    hold: Hold
+    released_at: datetime | None
+    released_by: str | None
+
+
+def list_holds(*, vault: Vault, include_released: bool = False) -> list[HoldLine]:
+    """Holds in the order they were placed; active ones only unless asked."""
+    query = (
+        select(legal_holds, shipments.c.tracking_number)
+        .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
+        .order_by(legal_holds.c.id)
+    )
+    if not include_released:
+        query = query.where(legal_holds.c.released_at.is_(None))
+    with vault.engine.connect() as connection:
+        return [
+            HoldLine(
+                Hold(r.id, r.shipment_id, r.tracking_number, r.case_ref, r.placed_by, r.placed_at),
+                r.released_at,
+                r.released_by,
+            )
+            for r in connection.execute(query)
+        ]

@@ -11,6 +11,7 @@ event ids are unique per tenant and rows are inserted with ON CONFLICT DO NOTHIN
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -31,11 +32,10 @@ from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.shipments import (
+    Location,
     NewShipment,
-    Position,
     ScanEvent,
     event_problems,
-    supersedes,
 )
 from parcelvault.domain.statuses import Status
 from parcelvault.privacy.policy import Policy
@@ -61,7 +61,8 @@ class PreparedShipments:
 
 @dataclass
 class PreparedEvents:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """Event rows, their cells in `store.EVENT_COLUMNS` order."""
     sealed: list[dict[str, Any]] = field(default_factory=list)
     status_updates: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -280,6 +281,12 @@ def event_row_id(tenant_id: int, event_id: str) -> str:
     return hashlib.sha256(f"{tenant_id}\x1f{event_id}".encode()).hexdigest()[:32]
 
 
+_NO_LOCATION = Location()
+
+number_for_lookup = functools.lru_cache(maxsize=1 << 16)(tracking_numbers.for_lookup)
+"""`tracking_numbers.for_lookup`, remembered: the same numbers come back batch after
+batch, and checking an issued number's check symbol is not free."""
+
 NOT_HANDLED = "no shipment of yours has this number"
 SHARED_NUMBER = "is shared by several shipments you carry; cannot tell which one"
 
@@ -325,9 +332,10 @@ def prepare_events(
     canonical: dict[str, str | None] = {}
     for index, raw_number, event in items:
         problems = event_problems(event, now=now)
-        if raw_number not in canonical:
-            canonical[raw_number] = tracking_numbers.for_lookup(raw_number)
-        number = canonical[raw_number]
+        if raw_number in canonical:
+            number = canonical[raw_number]
+        else:
+            number = canonical[raw_number] = number_for_lookup(raw_number)
         if number is None:
             problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
         if problems:
@@ -336,15 +344,29 @@ def prepare_events(
             candidates.append((index, number, event))
     shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
     stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
+    # Only the subjects whose events carry proof need their data keys unwrapped; a
+    # subject without a key (erased) gets no personal data stored again.
     keys = SubjectKeys(keystore, keyring, now)
-    keys.load(sorted({s.subject_id for s in shipments.values()}), create=False)
+    proof_subjects = {
+        shipments[number].subject_id
+        for _, number, event in candidates
+        if event.proof is not None and number in shipments
+    }
+    if proof_subjects:
+        keys.load(sorted(proof_subjects), create=False)
     seen: set[str] = set()
+    to_seal: list[tuple[str, str, dict[str, str]]] = []
     # Per shipment: (event time, arrival, status) of the latest event so far, starting
-    # from what is stored; compared as tuples, the order `supersedes` defines.
+    # from what is stored. The (time, arrival) pairs are compared as tuples, which is
+    # the order `supersedes` defines, without building two Positions per event.
     latest: dict[str, tuple[datetime, int, Status]] = {}
+    for sid, row in {s.id: s for s in shipments.values()}.items():
+        if row.status_at is not None:
+            latest[sid] = (row.status_at, row.status_arrival, Status.PENDING)
     changed: set[str] = set()
     arrival_base = time.time_ns() // 1000
     rows = prepared.rows
+    add_row = rows.append
     for offset, (index, number, event) in enumerate(candidates):
         shipment = shipments.get(number)
         if shipment is None:
@@ -357,39 +379,43 @@ def prepare_events(
             continue
         seen.add(event_id)
         arrival = arrival_base + offset
-        location = event.location
-        personal = event.proof.personal_values() if event.proof else None
+        location = event.location or _NO_LOCATION
+        proof = event.proof
+        personal = proof.personal_values() if proof else None
         if personal and keys.cipher(shipment.subject_id) is None:
             # The recipient was erased: personal data about them is not taken in again.
             personal = None
-        offset_delta = event.time.utcoffset()
-        rows.append(
-            {
-                "shipment_id": shipment.id,
-                "tenant_id": tenant_id,
-                "event_id": event_id,
-                "occurred_at": event.time,
-                "utc_offset_min": int(offset_delta.total_seconds() // 60) if offset_delta else 0,
-                "arrival": arrival,
-                "status": event.status.value,
-                "reason": event.reason.value if event.reason else None,
-                "description": event.description,
-                "loc_country": location.country if location else None,
-                "loc_region": location.region if location else None,
-                "loc_city": location.city if location else None,
-                "loc_facility": location.facility if location else None,
-                "has_proof": bool(personal),
-            }
+        occurred_at = event.time
+        offset_delta = occurred_at.utcoffset()
+        reason = event.reason
+        shipment_id = shipment.id
+        add_row(
+            (
+                shipment_id,
+                tenant_id,
+                event_id,
+                occurred_at,
+                int(offset_delta.total_seconds() // 60) if offset_delta else 0,
+                arrival,
+                event.status.value,
+                reason.value if reason else None,
+                event.description,
+                location.country,
+                location.region,
+                location.city,
+                location.facility,
+                bool(personal),
+            )
         )
         if personal:
-            row_id = event_row_id(tenant_id, event_id)
-            prepared.sealed.extend(_seal_all(keys, shipment.subject_id, row_id, personal, policy))
-        best = latest.get(shipment.id)
-        if best is None and shipment.status_at is not None:
-            best = (shipment.status_at, shipment.status_arrival, Status.PENDING)
-        if supersedes(Position(event.time, arrival), Position(best[0], best[1]) if best else None):
-            latest[shipment.id] = (event.time, arrival, event.status)
-            changed.add(shipment.id)
+            to_seal.append((shipment.subject_id, event_row_id(tenant_id, event_id), personal))
+        best = latest.get(shipment_id)
+        if best is None or (occurred_at, arrival) >= best[:2]:
+            latest[shipment_id] = (occurred_at, arrival, event.status)
+            changed.add(shipment_id)
+    if to_seal:
+        for subject, row_id, personal in to_seal:
+            prepared.sealed.extend(_seal_all(keys, subject, row_id, personal, policy))
     # In shipment-id order, as the version bumps are: concurrent batches touching the
     # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [

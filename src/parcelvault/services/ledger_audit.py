@@ -6,14 +6,14 @@ log). At every index it checks that
 
 1. the entry row exists and has a known kind;
 2. unless erased (body and salt both NULL), its body and salt hash to its leaf hash;
-3. its leaf hash is the stored node (0, index), and every node its append completes
-   equals the stored node;
+3. every interior node its append completes equals the stored node (the leaf hash is
+   itself the tree's level-0 node: leaves are not stored twice);
 
 and when the stream reaches a checkpoint's size, that the checkpoint's note is signed by
 one of the given keys under its origin, that its size and root are those stored beside it,
 that its root is the root recomputed from the entries, and that the stored nodes give a
 valid consistency proof from the previous checkpoint. Finally no stored node may lie
-beyond the end of the log. The audit stops at the first problem and names its index
+beyond the end of the log or below level 1. The audit stops at the first problem and names its index
 (or the checkpoint's size).
 """
 
@@ -141,18 +141,22 @@ class _Audit:
     # ----------------------------------------------------------------------- reading
 
     def _claimed_size(self) -> int:
-        """The size the log claims anywhere: so that a deleted tail is a missing entry."""
+        """The size the log claims anywhere (entries, the leaves under the last node of
+        each level, checkpoints): so that a deleted tail is a missing entry."""
         last_entry = self.connection.execute(select(func.max(ledger_entries.c.idx))).scalar()
-        last_leaf = self.connection.execute(
-            select(func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.level == 0)
-        ).scalar()
         signed = self.connection.execute(select(func.max(ledger_checkpoints.c.size))).scalar()
-        return max(
+        claimed = [
             -1 if last_entry is None else int(last_entry) + 1,
-            -1 if last_leaf is None else int(last_leaf) + 1,
             0 if signed is None else int(signed),
             0,
-        )
+        ]
+        for level in range(1, MAX_LEVEL):
+            last_node = self.connection.execute(
+                select(func.max(ledger_nodes.c.idx)).where(ledger_nodes.c.level == level)
+            ).scalar()
+            if last_node is not None:
+                claimed.append((int(last_node) + 1) << level)
+        return max(claimed)
 
     def _entries(self, start: int, end: int) -> dict[int, AnyRow]:
         query = (
@@ -169,10 +173,10 @@ class _Audit:
         return {int(row.idx): row for row in self.connection.execute(query)}
 
     def _nodes(self, start: int, end: int) -> dict[merkle.Node, bytes]:
-        """The stored nodes that appending the leaves [start, end) completes: at level l,
-        those whose last leaf (i + 1) * 2**l - 1 falls in the range."""
+        """The stored interior nodes that appending the leaves [start, end) completes: at
+        level l >= 1, those whose last leaf (i + 1) * 2**l - 1 falls in the range."""
         ranges = []
-        for level in range(MAX_LEVEL):
+        for level in range(1, MAX_LEVEL):
             low, high = start >> level, end >> level
             if (1 << level) > end:
                 break
@@ -184,6 +188,8 @@ class _Audit:
                         ledger_nodes.c.idx < high,
                     )
                 )
+        if not ranges:
+            return {}
         query = select(ledger_nodes.c.level, ledger_nodes.c.idx, ledger_nodes.c.hash).where(
             or_(*ranges)
         )
@@ -209,8 +215,6 @@ class _Audit:
         self, index: int, row: AnyRow | None, nodes: dict[merkle.Node, bytes], total: int
     ) -> None:
         if row is None:
-            if (0, index) in nodes:
-                raise _bad(index, "the entry is missing, but the tree still has its leaf")
             raise _bad(index, f"the entry is missing (the log claims {total} entries)")
         if row.kind not in log.KINDS:
             raise _bad(index, f"unknown entry kind {row.kind!r}")
@@ -226,12 +230,8 @@ class _Audit:
         created = merkle.hashes_created_by_append(
             index, leaf, lambda level, _: self.frontier[level]
         )
-        for (level, node_index), value in created:
+        for (level, node_index), value in created[1:]:
             stored = nodes.get((level, node_index))
-            if level == 0 and stored is None:
-                raise _bad(index, "the entry is not in the tree: there is no leaf node for it")
-            if level == 0 and stored != value:
-                raise _bad(index, "its leaf hash differs from the tree's leaf node")
             first, last = node_index << level, ((node_index + 1) << level) - 1
             if stored is None:
                 raise _bad(index, f"tree node ({level}, {node_index}) is missing")
@@ -253,17 +253,22 @@ class _Audit:
     def _no_nodes_beyond(self, total: int) -> None:
         beyond = [
             and_(ledger_nodes.c.level == level, ledger_nodes.c.idx >= total >> level)
-            for level in range(MAX_LEVEL)
+            for level in range(1, MAX_LEVEL)
         ]
         query = (
             select(ledger_nodes.c.level, ledger_nodes.c.idx)
-            .where(or_(ledger_nodes.c.level < 0, ledger_nodes.c.level >= MAX_LEVEL, *beyond))
+            .where(or_(ledger_nodes.c.level < 1, ledger_nodes.c.level >= MAX_LEVEL, *beyond))
             .order_by(ledger_nodes.c.level, ledger_nodes.c.idx)
             .limit(1)
         )
         row = self.connection.execute(query).first()
-        if row is not None:
-            raise _bad(total, f"tree node ({row.level}, {row.idx}) lies beyond the end of the log")
+        if row is None:
+            return
+        if row.level < 1:
+            raise _bad(
+                total, f"tree node ({row.level}, {row.idx}) is stored, but leaves are not nodes"
+            )
+        raise _bad(total, f"tree node ({row.level}, {row.idx}) lies beyond the end of the log")
 
     # ----------------------------------------------------------------------- checkpoints
 

@@ -53,7 +53,7 @@ from parcelvault.adapters.db.tables import (
 )
 from parcelvault.domain.errors import FieldProblem, InvalidInput, NotFound
 from parcelvault.ledger import log as ledger_log
-from parcelvault.ledger.keys import load_signer
+from parcelvault.ledger.keys import SignerFile, load_signer, retired_verifiers
 from parcelvault.ledger.note import NoteError, Signer, format_verifier_key
 from parcelvault.services import tracking
 from parcelvault.services.staff import REASONS
@@ -92,17 +92,36 @@ def verifier_key(*, vault: Vault) -> str | None:
 
 
 @dataclass(frozen=True)
+class RetiredKey:
+    key: str
+    first_size: int | None
+    last_size: int | None
+
+
+def retired_keys(*, vault: Vault) -> tuple[RetiredKey, ...]:
+    """Earlier signing keys (after `ledger rotate-key`), with the checkpoint sizes each
+    signed: what checks the checkpoints signed before a rotation."""
+    try:
+        found = retired_verifiers(vault.settings.key_dir)
+    except (OSError, NoteError) as exc:
+        log.warning("retired ledger keys unreadable", extra={"error": type(exc).__name__})
+        return ()
+    return tuple(RetiredKey(r.key, r.first_size, r.last_size) for r in found)
+
+
+@dataclass(frozen=True)
 class Transparency:
     checkpoint: ledger_log.SignedCheckpoint | None
     verifier_key: str | None
     tree_size: int
+    retired_keys: tuple[RetiredKey, ...] = ()
 
 
 def transparency(*, vault: Vault) -> Transparency:
     with vault.engine.connect() as connection:
         latest = ledger_log.latest_checkpoint(connection)
         tree_size = ledger_log.size(connection)
-    return Transparency(latest, verifier_key(vault=vault), tree_size)
+    return Transparency(latest, verifier_key(vault=vault), tree_size, retired_keys(vault=vault))
 
 
 # --- entries ------------------------------------------------------------------------
@@ -429,7 +448,7 @@ class Sequencer:
         self.period = period
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signer: Signer | None = None
+        self._signer_file = SignerFile(vault.settings.key_dir)
         self._signer_missing_logged = False
 
     def start(self) -> None:
@@ -494,15 +513,16 @@ class Sequencer:
         return tree_size > latest.size and due
 
     def _load_signer(self) -> Signer | None:
-        if self._signer is None:
-            try:
-                self._signer = load_signer(self.vault.settings.key_dir)
-            except (OSError, NoteError) as exc:
-                if not self._signer_missing_logged:
-                    log.warning(
-                        "ledger signing key unavailable; no checkpoints are signed",
-                        extra={"error": type(exc).__name__},
-                    )
-                    self._signer_missing_logged = True
-                return None
-        return self._signer
+        """The signing key, read again when its file changes (`ledger rotate-key`)."""
+        try:
+            signer = self._signer_file.get()
+        except (OSError, NoteError) as exc:
+            if not self._signer_missing_logged:
+                log.warning(
+                    "ledger signing key unavailable; no checkpoints are signed",
+                    extra={"error": type(exc).__name__},
+                )
+                self._signer_missing_logged = True
+            return None
+        self._signer_missing_logged = False
+        return signer

@@ -38,7 +38,7 @@ from functools import cache
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from parcelvault.adapters.db.store import AnyRow
@@ -320,9 +320,10 @@ def sign_in(*, vault: Vault, username: str, password: str, code: str) -> NewSess
         if row.disabled_at is not None or (row.locked_until is not None and row.locked_until > now):
             log.info("staff sign-in refused", extra={"staff_id": row.id})
             raise SignInFailed()
-        second_factor_ok = row.role not in TOTP_ROLES or _code_ok(connection, vault, row, code, now)
+        step = _accepted_step(vault, row, code, now) if row.role in TOTP_ROLES else None
+        second_factor_ok = row.role not in TOTP_ROLES or step is not None
         if password_ok and second_factor_ok:
-            session = _open_session(connection, row, password, now)
+            session = _open_session(connection, row, password, now, step)
         else:
             session = None
             _count_failure(connection, row, now)
@@ -332,15 +333,13 @@ def sign_in(*, vault: Vault, username: str, password: str, code: str) -> NewSess
     return session
 
 
-def _code_ok(connection: Connection, vault: Vault, row: AnyRow, code: str, now: datetime) -> bool:
+def _accepted_step(vault: Vault, row: AnyRow, code: str, now: datetime) -> int | None:
+    """The time step of a valid code not used before (later than the last accepted one;
+    the row is locked FOR UPDATE, so two sign-ins cannot both use one code)."""
     if row.totp_secret is None:
-        return False
+        return None
     seed = vault.keyring.open_secret(row.totp_secret, f"totp:{row.id}").decode()
-    newest = connection.execute(
-        select(func.max(staff_sessions.c.created_at)).where(staff_sessions.c.staff_id == row.id)
-    ).scalar()
-    last_step = totp_step(newest) if newest is not None else None
-    return matching_step(seed, code, now, last_step) is not None
+    return matching_step(seed, code, now, row.totp_last_step)
 
 
 def _count_failure(connection: Connection, row: AnyRow, now: datetime) -> None:
@@ -354,8 +353,12 @@ def _count_failure(connection: Connection, row: AnyRow, now: datetime) -> None:
     connection.execute(update(staff).where(staff.c.id == row.id).values(**values))
 
 
-def _open_session(connection: Connection, row: AnyRow, password: str, now: datetime) -> NewSession:
+def _open_session(
+    connection: Connection, row: AnyRow, password: str, now: datetime, step: int | None
+) -> NewSession:
     values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
+    if step is not None:
+        values["totp_last_step"] = step
     if _hasher.check_needs_rehash(row.password_hash):
         values["password_hash"] = _hasher.hash(password)
     connection.execute(update(staff).where(staff.c.id == row.id).values(**values))

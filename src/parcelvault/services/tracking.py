@@ -13,7 +13,7 @@ import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -29,6 +29,7 @@ from parcelvault.domain.errors import Gone, Locked, NotFound
 from parcelvault.domain.statuses import LABELS, REASON_LABELS, STAGES, Reason, Status, stage_of
 from parcelvault.privacy.access import AccessRecord, Viewer, access_for
 from parcelvault.privacy.disclosure import disclose, fields_needed
+from parcelvault.privacy.policy import Policy
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
 
@@ -82,6 +83,9 @@ class TrackingView:
     reference: str | None = None
     service: str | None = None
     erased: bool = False
+    removed: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Personal fields this tier would see whose values were removed when their
+    retention period ended: field name -> its label in the policy."""
 
 
 def find_shipment(connection: Connection, raw_number: str, tenant: str | None = None) -> AnyRow:
@@ -201,6 +205,9 @@ def assemble(
     )
     status = Status(shipment.status)
     show_tenant = tier in ("merchant",)
+    removed = _removed_by_retention(
+        shipment.shredded, policy=policy, tier=tier, personal=personal, proofs=proofs.values()
+    )
     view = TrackingView(
         tier=tier,
         tracking_number=shipment.tracking_number,
@@ -219,8 +226,33 @@ def assemble(
         reference=shipment.reference if show_tenant else None,
         service=shipment.service,
         erased=erased,
+        removed=removed,
     )
     return view, record
+
+
+RETENTION_NOTE = "removed after its retention period"
+
+
+def _removed_by_retention(
+    shredded: str | None,
+    *,
+    policy: Policy,
+    tier: str,
+    personal: Mapping[str, str],
+    proofs: Iterable[Mapping[str, str]],
+) -> dict[str, str]:
+    """Fields the retention sweep removed (`shipments.shredded`) that this tier would
+    see in some form and that no value stands in for now."""
+    if not shredded:
+        return {}
+    shown = set(personal).union(*proofs)
+    visible = policy.visible_fields("shipment", tier) | policy.visible_fields("event", tier)
+    return {
+        name: policy.fields[name].label
+        for name in shredded.split(",")
+        if name in visible and name not in shown
+    }
 
 
 @functools.cache

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.crypto.keyring import Keyring, Keys
+from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.keystore import KeyStore, default_url
 from parcelvault.privacy.policy import Policy, load_default_policy, load_policy_text
 from parcelvault.services.view_cache import VersionedCache
@@ -63,7 +63,7 @@ def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Vau
     return Vault(
         settings=settings,
         engine=make_engine(settings.database_url),
-        keyring=Keyring(Keys.load(settings.key_dir)),
+        keyring=Keyring.from_folder(settings.key_dir),
         keystore=open_keystore(settings),
         policy=load_policy(settings),
         clock=clock,

@@ -58,8 +58,9 @@ _COMPILED: dict[tuple[str, str, bool, tuple[str, ...]], tuple[str, tuple[str, ..
 
 def _sqlite_datetime(value: datetime) -> str:
     """The text form SQLAlchemy's SQLite dialect stores a DateTime in (naive UTC, with
-    microseconds), so rows written either way compare and sort alike."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    microseconds), so rows written either way compare and sort alike. (The first 26
+    characters of the aware form are the naive form: cheaper than `replace`.)"""
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]]) -> list[Any]:
@@ -97,7 +98,17 @@ def bulk_insert(
     """
     if not rows:
         return
-    keys = tuple(rows[0])
+    sql, order = _compiled_insert(connection, table, tuple(rows[0]), skip_duplicates)
+    if connection.dialect.paramstyle == "qmark":
+        params: Any = _sqlite_rows(table, order, rows)
+    else:
+        params = rows
+    connection.exec_driver_sql(sql, params)
+
+
+def _compiled_insert(
+    connection: Connection, table: Table, keys: tuple[str, ...], skip_duplicates: bool
+) -> tuple[str, tuple[str, ...]]:
     dialect = connection.dialect
     cache_key = (table.name, dialect.name, skip_duplicates, keys)
     if cache_key not in _COMPILED:
@@ -106,12 +117,83 @@ def bulk_insert(
         )
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
         _COMPILED[cache_key] = (str(compiled), tuple(compiled.positiontup or ()))
-    sql, order = _COMPILED[cache_key]
-    if dialect.paramstyle == "qmark":
-        params: Any = _sqlite_rows(table, order, rows)
+    return _COMPILED[cache_key]
+
+
+def bulk_insert_tuples(
+    connection: Connection,
+    table: Table,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    *,
+    skip_duplicates: bool,
+) -> None:
+    """`bulk_insert` for rows already shaped as tuples in `columns` order: on SQLite
+    only the timestamp and date cells are rewritten, in place of building a dict and
+    then a tuple per row."""
+    if not rows:
+        return
+    sql, order = _compiled_insert(connection, table, columns, skip_duplicates)
+    if connection.dialect.paramstyle != "qmark":
+        connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    if order != columns:
+        position = {name: i for i, name in enumerate(columns)}
+        getter = itemgetter(*(position[name] for name in order))
+        rows = [getter(row) for row in rows]
+        columns = order
+    stamps = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, UtcDateTime)]
+    days = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, Date)]
+    if stamps or days:
+        converted = []
+        for row in rows:
+            values = list(row)
+            for i in stamps:
+                if values[i] is not None:
+                    values[i] = _sqlite_datetime(values[i])
+            for i in days:
+                if values[i] is not None:
+                    values[i] = values[i].isoformat()
+            converted.append(tuple(values))
+        connection.exec_driver_sql(sql, converted)
     else:
-        params = rows
-    connection.exec_driver_sql(sql, params)
+        connection.exec_driver_sql(sql, rows)
+
+
+_DRIVER_MANY: dict[tuple[int, str], tuple[str, tuple[str, ...], dict[str, Any], list[int]]] = {}
+
+
+def driver_executemany(
+    connection: Connection, statement: Any, params: list[dict[str, Any]]
+) -> None:
+    """executemany of a prepared Core UPDATE straight on the driver (no per-row
+    processing by SQLAlchemy). On SQLite the parameters bound to UtcDateTime columns
+    are turned into the text such a column holds; every other parameter is passed as
+    it is, so only text, integer and UTC timestamp parameters belong here."""
+    if not params:
+        return
+    dialect = connection.dialect
+    key = (id(statement), dialect.name)
+    if key not in _DRIVER_MANY:
+        compiled = statement.compile(dialect=dialect)
+        order = tuple(compiled.positiontup or ())
+        stamps = [
+            i for i, name in enumerate(order) if isinstance(compiled.binds[name].type, UtcDateTime)
+        ]
+        _DRIVER_MANY[key] = (str(compiled), order, dict(compiled.params), stamps)
+    sql, order, defaults, stamps = _DRIVER_MANY[key]
+    if dialect.paramstyle != "qmark":
+        connection.exec_driver_sql(sql, [{**defaults, **row} for row in params])
+        return
+    bound: list[tuple[Any, ...]] = []
+    for row in params:
+        merged = {**defaults, **row} if defaults else row
+        values = [merged[name] for name in order]
+        for i in stamps:
+            if values[i] is not None:
+                values[i] = _sqlite_datetime(values[i])
+        bound.append(tuple(values))
+    connection.exec_driver_sql(sql, bound)
 
 
 def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -234,11 +316,21 @@ def _present(
     """Which of `values` the tenant already has in `table.column`, in chunked queries."""
     wanted = sorted(set(values))
     found: set[str] = set()
-    for chunk in _chunks(wanted):
-        query = select(table.c[column]).where(
-            table.c.tenant_id == tenant_id, table.c[column].in_(chunk)
-        )
-        found.update(connection.execute(query).scalars())
+    if not wanted:
+        return found
+    # Straight on the driver: SQLAlchemy's compiling of an IN list of new length for
+    # every chunk cost more than the indexed lookups themselves.
+    # Names come from the table definitions; every value is a bound parameter.
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    name = table.c[column].name
+    head = f"SELECT {name} FROM {table.name} WHERE tenant_id = {mark} AND {name} IN ("  # noqa: S608
+    cursor = connection.connection.cursor()
+    try:
+        for chunk in _chunks(wanted):
+            cursor.execute(head + ", ".join([mark] * len(chunk)) + ")", (tenant_id, *chunk))
+            found.update(row[0] for row in cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 
@@ -440,9 +532,28 @@ _BUMP_VERSION = (
 )
 
 
+EVENT_COLUMNS = (
+    "shipment_id",
+    "tenant_id",
+    "event_id",
+    "occurred_at",
+    "utc_offset_min",
+    "arrival",
+    "status",
+    "reason",
+    "description",
+    "loc_country",
+    "loc_region",
+    "loc_city",
+    "loc_facility",
+    "has_proof",
+)
+"""The order of the cells of an event row given to `insert_events`."""
+
+
 def insert_events(
     connection: Connection,
-    event_rows: list[dict[str, Any]],
+    event_rows: list[tuple[Any, ...]],
     sealed_rows: list[dict[str, Any]],
     status_updates: list[dict[str, Any]],
 ) -> None:
@@ -450,15 +561,13 @@ def insert_events(
     status forward only if the new event is later than the one it has (the condition is
     in the UPDATE itself, so concurrent writers cannot move a status backwards), and
     advance the `version` of every shipment touched, which invalidates cached views."""
-    bulk_insert(connection, events, event_rows, skip_duplicates=True)
+    bulk_insert_tuples(connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True)
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
-    touched = sorted({row["shipment_id"] for row in event_rows})
-    if touched:
-        # First, and in id order: this takes every row lock the batch needs in one
-        # global order, so concurrent batches cannot deadlock on PostgreSQL.
-        connection.execute(_BUMP_VERSION, [{"sid": sid} for sid in touched])
-    if status_updates:
-        connection.execute(_ADVANCE_STATUS, status_updates)
+    touched = sorted({row[0] for row in event_rows})
+    # First, and in id order: this takes every row lock the batch needs in one global
+    # order, so concurrent batches cannot deadlock on PostgreSQL.
+    driver_executemany(connection, _BUMP_VERSION, [{"sid": sid} for sid in touched])
+    driver_executemany(connection, _ADVANCE_STATUS, status_updates)
 
 
 # --- access records ---------------------------------------------------------------

@@ -157,10 +157,14 @@ sealed_fields = Table(
     metadata,
     Column("record_id", String(32), primary_key=True),
     Column("field", String(40), primary_key=True),
-    Column("subject_id", String(64), ForeignKey("subjects.id"), nullable=False),
+    Column("subject_id", String(64), nullable=False),
     Column("value", LargeBinary, nullable=False),
-    Index(None, "subject_id"),
 )
+"""Every personal value, sealed (see `crypto.sealing`), by record (a shipment id, or an
+event's `ingest.event_row_id` for its proof of delivery) and field. Rows are found by
+record id only: an index or a foreign key on `subject_id` would cost every insert and
+every retention delete a random index page; erasure finds a subject's records through
+its shipments."""
 
 verification_failures = Table(
     "verification_failures",
@@ -213,9 +217,11 @@ staff = Table(
     Column("locked_until", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("disabled_at", UtcDateTime(), nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
 )
 """Staff accounts. `password_hash` is argon2id; `totp_secret` is sealed with the
-key-encryption key (never stored in plaintext)."""
+key-encryption key (never stored in plaintext); `totp_last_step` is the time step of
+the last code accepted, so no code is accepted twice."""
 
 staff_sessions = Table(
     "staff_sessions",
@@ -292,7 +298,12 @@ their own tables whose `ledger_index` is still NULL."""
 ledger_entries = Table(
     "ledger_entries",
     metadata,
-    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column(
+        "idx",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=False,
+    ),
     Column("kind", String(16), nullable=False),
     Column("leaf_hash", LargeBinary(32), nullable=False),
     Column("body", LargeBinary, nullable=True),
@@ -306,7 +317,10 @@ ledger_entries = Table(
     Index(None, "ref"),
 )
 """The log's leaves. `body` and `salt` are deleted when the entry's subject is erased;
-`leaf_hash` stays, so the tree still verifies but the leaf no longer links to anyone."""
+`leaf_hash` stays, so the tree still verifies but the leaf no longer links to anyone.
+`leaf_hash` is also the tree's level-0 node: leaves are not repeated in `ledger_nodes`.
+On SQLite `idx` is the table's rowid (INTEGER PRIMARY KEY), so appending an entry
+appends to one B-tree and reading a leaf by index is a rowid lookup."""
 
 ledger_nodes = Table(
     "ledger_nodes",
@@ -314,8 +328,11 @@ ledger_nodes = Table(
     Column("level", SmallInteger, primary_key=True, autoincrement=False),
     Column("idx", BigInteger, primary_key=True, autoincrement=False),
     Column("hash", LargeBinary(32), nullable=False),
+    sqlite_with_rowid=False,
 )
-"""Every complete subtree of the log, (level, index) as in `ledger.merkle`."""
+"""Every complete subtree of the log above the leaves (level >= 1), (level, index) as
+in `ledger.merkle`; the leaves are `ledger_entries.leaf_hash`. On SQLite the table is
+WITHOUT ROWID: the rows live in the primary key's B-tree, with no second copy."""
 
 ledger_checkpoints = Table(
     "ledger_checkpoints",

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from parcelvault import __version__
 from parcelvault.adapters.mail import SmtpSender
 from parcelvault.entrypoints.api import problems, subject_routes
+from parcelvault.entrypoints.api.batch_fast_path import BatchFastPath
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
@@ -25,6 +26,7 @@ from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
 from parcelvault.logging_setup import configure_logging
 from parcelvault.services import erasure
 from parcelvault.services.ledger_views import Sequencer
+from parcelvault.services.retention import RetentionSchedule
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
 
@@ -42,20 +44,28 @@ def create_app(
     """The application. With `background`, its lifespan first reconciles the database
     with the key store (`erasure.reconcile`: a backup restored on either side must not
     bring an erased person back), then runs the ledger sequencer (appends and
-    checkpoints, see `ledger_views.Sequencer`) in a thread of its own."""
+    checkpoints, see `ledger_views.Sequencer`) and, unless `retention_interval_seconds`
+    is 0, the retention sweep (`retention.RetentionSchedule`), each in a thread of its
+    own."""
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
     sequencer = Sequencer(vault) if background else None
     mailer = SmtpSender(settings)
+    interval = settings.retention_interval_seconds
+    retention = RetentionSchedule(vault, interval) if background and interval > 0 else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if sequencer is not None:
             await asyncio.to_thread(_reconcile, vault)
             sequencer.start()
+        if retention is not None:
+            retention.start()
         try:
             yield
         finally:
+            if retention is not None:
+                await asyncio.to_thread(retention.stop)
             if sequencer is not None:
                 await asyncio.to_thread(sequencer.stop)
             await asyncio.to_thread(mailer.close)
@@ -70,6 +80,7 @@ def create_app(
     )
     app.state.vault = vault
     app.state.mailer = mailer
+    app.state.retention = retention
     public_cache = VersionedCache[tuple[bytes, str]]()
     app.state.public_cache = public_cache
     problems.install(app)
@@ -81,6 +92,7 @@ def create_app(
     pages.install(app)
     staff_pages.install(app)
     centre_pages.install(app, mailer)
+    app.add_middleware(BatchFastPath, vault=vault)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
     app.add_middleware(
         PublicRateLimit,
@@ -97,7 +109,7 @@ def _reconcile(vault: Vault) -> None:
         erasure.reconcile(vault=vault)
     except Exception:
         # Another process of the same deployment may be reconciling at the same time;
-        # the next start (or `parcelvault subjects reconcile`) finishes the job.
+        # the next start (or `parcelvault keys reconcile`) finishes the job.
         logging.getLogger("parcelvault").exception("reconciling erasures at start failed")
 
 

@@ -48,7 +48,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replaying(body: bytes, receive: Receive) -> Receive:
+def replaying(body: bytes, receive: Receive) -> Receive:
     sent = False
 
     async def replay() -> Message:
@@ -84,7 +84,7 @@ class BodyLimit:
                 if body is None:
                     await self._too_large(send)
                     return
-                await self.app(scope, _replaying(body, receive), send)
+                await self.app(scope, replaying(body, receive), send)
                 return
         await self.app(scope, receive, send)
 

@@ -70,6 +70,11 @@ class TrackingOut(BaseModel):
     recipient: RecipientOut
     events: list[EventOut] = Field(description="newest first")
     erased: bool
+    removed: dict[str, str] = Field(
+        default_factory=dict,
+        description="personal fields this tier would see whose values were removed, with "
+        'why: "removed after its retention period"',
+    )
     tenant: str | None = None
     reference: str | None = None
 

@@ -23,6 +23,7 @@ from parcelvault.services.recipients import (
 )
 from parcelvault.services.vault import Vault
 
+ANSWERS = {**PROBLEMS, 410: {**PROBLEMS[404], "description": "the recipient's data was erased"}}
 subject_router = APIRouter(prefix="/api/v1/track/{tracking_number}", tags=["recipient"])
 
 SOURCE = "recipient_api"
@@ -90,7 +91,7 @@ def _history(vault: Vault, subject_id: str) -> list[consent.Consent]:
 @subject_router.get(
     "/consents",
     response_model=schemas.ConsentsOut,
-    responses=PROBLEMS,
+    responses=ANSWERS,
     summary="Your consents, one per purpose (verified recipient only)",
     description="Nothing is consented to until you opt in. " + TIER_NOTE,
 )
@@ -108,7 +109,7 @@ async def get_consents(request: Request, tracking_number: str, tenant: Tenant = 
 @subject_router.get(
     "/consents/history",
     response_model=schemas.ConsentHistoryOut,
-    responses=PROBLEMS,
+    responses=ANSWERS,
     summary="Every consent you gave or withdrew, newest first (verified recipient only)",
     description=TIER_NOTE,
 )
@@ -145,11 +146,11 @@ class ConsentIn(BaseModel):
 @subject_router.put(
     "/consents/{purpose}",
     response_model=schemas.ConsentChangeOut,
-    responses=PROBLEMS,
+    responses=ANSWERS,
     summary="Give or withdraw one consent (verified recipient only)",
     description="Idempotent: asking for what is already in force changes nothing "
     "(`changed: false`). Each change is kept in your history and recorded in the "
-    "transparency ledger. " + TIER_NOTE,
+    "transparency ledger. `410` when your data was erased. " + TIER_NOTE,
 )
 async def put_consent(
     request: Request,
@@ -221,11 +222,11 @@ class AddressCorrectionIn(BaseModel):
 @subject_router.post(
     "/address",
     response_model=schemas.AddressCorrectionOut,
-    responses=PROBLEMS,
+    responses=ANSWERS,
     summary="Correct your delivery address before the parcel is out for delivery",
     description="Send only the fields to change. Refused with `409` once the parcel is "
-    "out for delivery (or in any status but pending, info_received and in_transit), and "
-    "when your data was erased. The values are not echoed: read the shipment again to "
+    "out for delivery (or in any status but pending, info_received and in_transit); "
+    "`410` when your data was erased. The values are not echoed: read the shipment again to "
     "see them. A corrected postcode replaces the one that verifies you; your current "
     "cookie stays valid. " + TIER_NOTE,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from parcelvault.services.tracking import Place, TimelineEntry, TrackingView
+from parcelvault.services.tracking import RETENTION_NOTE, Place, TimelineEntry, TrackingView
 
 
 def nest(personal: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -63,6 +63,7 @@ def view_to_json(view: TrackingView) -> dict[str, Any]:
         "recipient": personal.get("recipient", {}),
         "events": [_event(entry, facility=facility) for entry in view.timeline],
         "erased": view.erased,
+        "removed": {name: RETENTION_NOTE for name in view.removed},
     }
     if view.tenant is not None:
         body["tenant"] = view.tenant

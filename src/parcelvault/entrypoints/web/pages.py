@@ -137,6 +137,7 @@ def install(app: FastAPI) -> None:
             headers=PAGE_HEADERS_TRANSPARENCY,
             checkpoint=found.checkpoint,
             verifier_key=found.verifier_key,
+            retired_keys=found.retired_keys,
             tree_size=found.tree_size,
         )
 

@@ -1,0 +1,499 @@
+"""Retention: personal values are removed when the policy's retention period for
+their field has ended.
+
+When a period ends
+------------------
+Each field's rule reads `<days>d after created` or `<days>d after delivered`.
+
+* `after created` counts from the shipment's `created_at`.
+* `after delivered` counts from the time of the event that ended the shipment: the
+  delivery scan for delivered parcels, or the final `returned_to_sender` or `expired`
+  scan for parcels that ended otherwise (the shipment's `status_at` while its status
+  is one of those). A shipment still under way has no such time: its `after
+  delivered` fields are not due, and it is looked at again a day later.
+
+What the sweep does
+-------------------
+For each shipment whose `retention_next_at` has come (or is NULL with `shredded`
+NULL: never looked at), the sweep deletes the sealed values of every field whose
+period has ended (the shipment's own fields, and the proof-of-delivery fields of its
+events), adds those field names to `shipments.shredded`, bumps the shipment's
+version when a value was removed (views are cached by version), and sets
+`retention_next_at` to the next time a period ends, or a day later for a shipment
+still under way. When no period is left to end, `retention_next_at` becomes NULL and
+`shredded` at least the empty string, so the shipment is not read again. The
+subject's other data (other shipments, the key) stays; ledger entries stay.
+
+Shipments under an active legal hold are left untouched (and reported); their
+`retention_next_at` stays as it was, so the first sweep after the hold's release
+removes what is due by then.
+
+Decisions are made in batches in set-based SQL straight on the DBAPI cursor: one
+keyset query picks a batch of due shipments, one query finds their proofs, one
+DELETE ... RETURNING per group of shipments with the same due fields removes the
+values, and one executemany writes the outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection
+
+from parcelvault.domain.statuses import FINAL_STATUSES
+from parcelvault.privacy.policy import FieldRule, Policy
+from parcelvault.services.ingest import event_row_id
+from parcelvault.services.vault import Vault
+
+log = logging.getLogger("parcelvault.retention")
+
+RECHECK = timedelta(days=1)
+"""How soon a shipment still under way is looked at again."""
+BATCH_SIZE = 2_000
+IN_CHUNK = 1_000
+SWEEP_CACHE_KIB = -65_536
+"""SQLite page cache of the sweep's connection (negative: KiB, as the pragma reads it)."""
+REMOVED_NOTE = "removed after its retention period"
+
+
+# --- when each field is due ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The policy's retention rules grouped by period: (period, fields) pairs for
+    periods counted from creation and for periods counted from delivery."""
+
+    after_created: tuple[tuple[timedelta, frozenset[str]], ...]
+    after_delivered: tuple[tuple[timedelta, frozenset[str]], ...]
+    shipment_fields: frozenset[str]
+    event_fields: frozenset[str]
+
+    @classmethod
+    def of(cls, policy: Policy) -> Schedule:
+        groups: dict[tuple[str, int], set[str]] = {}
+        for rule in policy.fields.values():
+            key = (rule.retention.after, rule.retention.days)
+            groups.setdefault(key, set()).add(rule.name)
+
+        def periods(after: str) -> tuple[tuple[timedelta, frozenset[str]], ...]:
+            return tuple(
+                (timedelta(days=days), frozenset(names))
+                for (anchor, days), names in sorted(groups.items())
+                if anchor == after
+            )
+
+        return cls(
+            after_created=periods("created"),
+            after_delivered=periods("delivered"),
+            shipment_fields=_names(policy.fields_of("shipment")),
+            event_fields=_names(policy.fields_of("event")),
+        )
+
+
+class Decider:
+    """Which fields' periods have ended at `now`, and when the next one ends (None: no
+    period is left to end), on values as the driver returns them. Each period's cutoff
+    (`now - period`) is converted once to the stored form (text on SQLite, where it
+    sorts as time does; datetimes on PostgreSQL), so a shipment whose periods have all
+    ended costs comparisons only; times are parsed just for periods still running."""
+
+    def __init__(self, schedule: Schedule, now: datetime, stored: Callable[[datetime], Any]):
+        self.created = [(stored(now - p), p, names) for p, names in schedule.after_created]
+        self.delivered = [(stored(now - p), p, names) for p, names in schedule.after_delivered]
+        self.recheck = now + RECHECK
+        self._unions: dict[tuple[frozenset[str], ...], frozenset[str]] = {}
+
+    def __call__(
+        self, status: str, status_at: Any, created_at: Any
+    ) -> tuple[frozenset[str], datetime | None]:
+        ended: list[frozenset[str]] = []
+        upcoming: list[datetime] = []
+        for cutoff, period, names in self.created:
+            if created_at <= cutoff:
+                ended.append(names)
+            else:
+                upcoming.append(_parse_time(created_at) + period)
+        if self.delivered:
+            if status in FINAL_STATUSES and status_at is not None:
+                for cutoff, period, names in self.delivered:
+                    if status_at <= cutoff:
+                        ended.append(names)
+                    else:
+                        upcoming.append(_parse_time(status_at) + period)
+            else:
+                upcoming.append(self.recheck)
+        key = tuple(ended)
+        due = self._unions.get(key)
+        if due is None:
+            due = self._unions[key] = frozenset().union(*ended)
+        return due, min(upcoming) if upcoming else None
+
+
+def _names(rules: Iterable[FieldRule]) -> frozenset[str]:
+    return frozenset(rule.name for rule in rules)
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldShipment:
+    tracking_number: str
+    case_refs: tuple[str, ...]
+
+
+@dataclass
+class SweepReport:
+    now: datetime
+    dry_run: bool
+    examined: int = 0
+    """Shipments whose retention was due to be looked at (held ones included)."""
+    shipments_changed: int = 0
+    """Shipments that had at least one value removed."""
+    removed: Counter[str] = field(default_factory=Counter)
+    """Values removed per field name."""
+    held: list[HeldShipment] = field(default_factory=list)
+    next_due: datetime | None = None
+    """When the next sweep will have something to do (None: nothing is scheduled)."""
+    seconds: float = 0.0
+
+    @property
+    def values_removed(self) -> int:
+        return sum(self.removed.values())
+
+
+Progress = Callable[[int, int], None]
+"""Called with (shipments examined so far, shipments due in all)."""
+
+
+# --- SQL on the DBAPI cursor -----------------------------------------------------------
+
+
+class _Sql:
+    """Plain SQL for both databases: written with `?` placeholders, turned into `%s`
+    for psycopg; timestamps bound as SQLAlchemy's SQLite dialect stores them. The
+    statements built with f-strings interpolate only constants and placeholders."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sqlite = connection.dialect.name == "sqlite"
+        self.cursor = connection.connection.cursor()
+
+    def text(self, sql: str) -> str:
+        return sql if self.sqlite else sql.replace("?", "%s")
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None or not self.sqlite:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        self.cursor.execute(self.text(sql), tuple(params))
+        return list(self.cursor.fetchall())
+
+    def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        if params:
+            self.cursor.executemany(self.text(sql), params)
+
+    def close(self) -> None:
+        self.cursor.close()
+
+
+def _read_time(value: Any) -> datetime | None:
+    return None if value is None else _parse_time(value)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _marks(count: int) -> str:
+    return ",".join("?" * count)
+
+
+_DUE = "(retention_next_at <= ? OR (retention_next_at IS NULL AND shredded IS NULL))"
+
+
+# --- the sweep -------------------------------------------------------------------------
+
+
+def count_due(vault: Vault, now: datetime) -> int:
+    with vault.engine.connect() as connection:
+        sql = _Sql(connection)
+        try:
+            query = f"SELECT count(*) FROM shipments WHERE {_DUE}"  # noqa: S608 (constants only)
+            found = sql.rows(query, [sql.time(now)])
+        finally:
+            sql.close()
+    return int(found[0][0])
+
+
+def sweep(
+    vault: Vault,
+    *,
+    dry_run: bool = False,
+    batch_size: int = BATCH_SIZE,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> SweepReport:
+    """Remove every value whose retention period has ended (see the module text).
+    With `dry_run`, nothing is written and the report says what would be removed.
+    Setting `stop` ends the sweep after the batch in hand (each batch commits)."""
+    started = time.perf_counter()
+    now = vault.clock()
+    schedule = Schedule.of(vault.policy)
+    report = SweepReport(now=now, dry_run=dry_run)
+    total = count_due(vault, now)
+    if progress is not None:
+        progress(0, total)
+    after = ""
+    planned_next: list[datetime] = []
+    decide: Decider | None = None
+    with vault.engine.connect() as connection, _sqlite_cache(connection):
+        while stop is None or not stop.is_set():
+            with vault.writing(), connection.begin():
+                sql = _Sql(connection)
+                decide = decide or Decider(schedule, now, sql.time)
+                try:
+                    rows = _due_batch(sql, now, after, batch_size, lock=not dry_run)
+                    if not rows:
+                        break
+                    after = rows[-1][0]
+                    planned = _sweep_batch(sql, schedule, decide, rows, report, dry_run)
+                    planned_next.extend(planned)
+                finally:
+                    sql.close()
+            report.examined += len(rows)
+            if progress is not None:
+                progress(report.examined, max(total, report.examined))
+    report.next_due = _next_due(vault, now, planned_next if dry_run else [])
+    report.seconds = time.perf_counter() - started
+    log.info(
+        "retention sweep",
+        extra={
+            "dry_run": dry_run,
+            "examined": report.examined,
+            "changed": report.shipments_changed,
+            "values_removed": report.values_removed,
+            "held": len(report.held),
+        },
+    )
+    return report
+
+
+@contextmanager
+def _sqlite_cache(connection: Connection) -> Iterator[None]:
+    """On SQLite, a page cache large enough that a batch's changed pages stay in memory
+    until its commit (the default 2 MiB spills them to the WAL half way and writes them
+    again); the connection's own size is restored afterwards."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    connection.exec_driver_sql(f"PRAGMA cache_size = {SWEEP_CACHE_KIB}")
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size = {int(before)}")
+        connection.commit()
+
+
+def _due_batch(sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool) -> list[Any]:
+    columns = "id, tenant_id, status, status_at, created_at, shredded"
+    query = f"SELECT {columns} FROM shipments WHERE id > ? AND {_DUE} ORDER BY id LIMIT ?"  # noqa: S608
+    if lock and not sql.sqlite:
+        # Concurrent sweeps (one per serving process) share the work instead of waiting.
+        query += " FOR UPDATE SKIP LOCKED"
+    return sql.rows(query, [after, sql.time(now), limit])
+
+
+def _sweep_batch(
+    sql: _Sql,
+    schedule: Schedule,
+    decide: Decider,
+    rows: Sequence[Any],
+    report: SweepReport,
+    dry_run: bool,
+) -> list[datetime]:
+    """Decide and (unless `dry_run`) apply one batch; returns the next due times."""
+    held = _holds_in_range(sql, rows[0][0], rows[-1][0])
+    outcomes: list[tuple[str, str | None, datetime | None]] = []
+    shipment_groups: dict[frozenset[str], list[str]] = {}
+    event_groups: dict[frozenset[str], list[str]] = {}
+    shipment_fields, event_fields = schedule.shipment_fields, schedule.event_fields
+    for shipment_id, _tenant, status, status_at, created_at, shredded in rows:
+        if shipment_id in held:
+            number, refs = held[shipment_id]
+            report.held.append(HeldShipment(number, tuple(refs)))
+            continue
+        due, next_at = decide(status, status_at, created_at)
+        outcomes.append((shipment_id, shredded, next_at))
+        if not due:
+            continue
+        own = due & shipment_fields
+        if own:
+            shipment_groups.setdefault(own, []).append(shipment_id)
+        proof = due & event_fields
+        if proof:
+            event_groups.setdefault(proof, []).append(shipment_id)
+    removed: dict[str, set[str]] = {}
+    for names, ids in shipment_groups.items():
+        owner = {shipment_id: shipment_id for shipment_id in ids}
+        every = names == schedule.shipment_fields
+        _remove(sql, owner, names, every=every, dry_run=dry_run, removed=removed, report=report)
+    for names, ids in event_groups.items():
+        owner = _proof_records(sql, ids)
+        every = names == schedule.event_fields
+        _remove(sql, owner, names, every=every, dry_run=dry_run, removed=removed, report=report)
+    changed: list[tuple[str, Any, str]] = []
+    unchanged: list[tuple[str | None, Any, str]] = []
+    for shipment_id, shredded, next_at in outcomes:
+        gone = removed.get(shipment_id)
+        if gone:
+            previous = set(shredded.split(",")) if shredded else set()
+            changed.append((",".join(sorted(previous | gone)), sql.time(next_at), shipment_id))
+        else:
+            marker = shredded if shredded is not None else ("" if next_at is None else None)
+            unchanged.append((marker, sql.time(next_at), shipment_id))
+    report.shipments_changed += len(changed)
+    if not dry_run:
+        sql.many(
+            "UPDATE shipments SET shredded = ?, retention_next_at = ?, version = version + 1 "
+            "WHERE id = ?",
+            changed,
+        )
+        sql.many("UPDATE shipments SET shredded = ?, retention_next_at = ? WHERE id = ?", unchanged)
+    return [next_at for *_, next_at in outcomes if next_at is not None]
+
+
+def _holds_in_range(sql: _Sql, first: str, last: str) -> dict[str, tuple[str, list[str]]]:
+    """Shipment id -> (tracking number, case refs) of the active holds on shipments
+    whose ids lie between those of a batch's first and last shipment."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for shipment_id, number, case_ref in sql.rows(
+        "SELECT h.shipment_id, s.tracking_number, h.case_ref FROM legal_holds h "
+        "JOIN shipments s ON s.id = h.shipment_id "
+        "WHERE h.shipment_id >= ? AND h.shipment_id <= ? AND h.released_at IS NULL "
+        "ORDER BY h.id",
+        [first, last],
+    ):
+        found.setdefault(shipment_id, (number, []))[1].append(case_ref)
+    return found
+
+
+def _proof_records(sql: _Sql, shipment_ids: Sequence[str]) -> dict[str, str]:
+    """Record id of each proof of these shipments -> the shipment it belongs to."""
+    owner: dict[str, str] = {}
+    for start in range(0, len(shipment_ids), IN_CHUNK):
+        chunk = shipment_ids[start : start + IN_CHUNK]
+        where = f"shipment_id IN ({_marks(len(chunk))}) AND has_proof"
+        query = f"SELECT shipment_id, tenant_id, event_id FROM events WHERE {where}"  # noqa: S608
+        found = sql.rows(query, chunk)
+        for shipment_id, tenant_id, event_id in found:
+            owner[event_row_id(tenant_id, event_id)] = shipment_id
+    return owner
+
+
+def _remove(
+    sql: _Sql,
+    owner: dict[str, str],
+    names: frozenset[str],
+    *,
+    every: bool,
+    dry_run: bool,
+    removed: dict[str, set[str]],
+    report: SweepReport,
+) -> None:
+    """Delete (or, in a dry run, find) the values of `names` of the records in
+    `owner` (record id -> shipment id), noting what went per shipment and field."""
+    records = sorted(owner)
+    field_filter = "" if every else f" AND field IN ({_marks(len(names))})"
+    extra = [] if every else sorted(names)
+    for start in range(0, len(records), IN_CHUNK):
+        chunk = records[start : start + IN_CHUNK]
+        where = f"WHERE record_id IN ({_marks(len(chunk))}){field_filter}"
+        if dry_run:
+            statement = f"SELECT record_id, field FROM sealed_fields {where}"  # noqa: S608
+        else:
+            statement = f"DELETE FROM sealed_fields {where} RETURNING record_id, field"  # noqa: S608
+        found = sql.rows(statement, [*chunk, *extra])
+        report.removed.update(name for _, name in found)
+        for record_id, name in found:
+            shipment_id = owner[record_id]
+            if shipment_id in removed:
+                removed[shipment_id].add(name)
+            else:
+                removed[shipment_id] = {name}
+
+
+def _next_due(vault: Vault, now: datetime, planned: list[datetime]) -> datetime | None:
+    with vault.engine.connect() as connection:
+        sql = _Sql(connection)
+        try:
+            found = sql.rows(
+                "SELECT min(retention_next_at) FROM shipments WHERE retention_next_at > ?",
+                [sql.time(now)],
+            )
+        finally:
+            sql.close()
+    stored = _read_time(found[0][0])
+    candidates = [*planned, *([stored] if stored is not None else [])]
+    return min(candidates) if candidates else None
+
+
+# --- on a schedule ---------------------------------------------------------------------
+
+
+class RetentionSchedule:
+    """Runs a sweep when started and then every `interval` seconds in a thread of its
+    own (see `serve`). Errors are logged by type and the next round tries again."""
+
+    def __init__(self, vault: Vault, interval: float, batch_size: int = 500) -> None:
+        self.vault = vault
+        self.interval = interval
+        self.batch_size = batch_size
+        self.rounds = 0
+        self.last_report: SweepReport | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.last_report = sweep(self.vault, batch_size=self.batch_size, stop=self._stop)
+            except Exception as exc:  # keep the schedule whatever one round hit
+                log.error(
+                    "retention sweep failed",
+                    extra={
+                        "error": type(exc).__name__,
+                        "traceback": "".join(traceback.format_tb(exc.__traceback__)),
+                    },
+                )
+            self.rounds += 1
+            self._stop.wait(self.interval)
