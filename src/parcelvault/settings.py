@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +45,23 @@ class Settings(BaseSettings):
     checkpoint_interval_seconds: int = Field(
         default=10, ge=1, description="the most often a new checkpoint is signed"
     )
+    smtp_host: str | None = Field(
+        default=None, description="mail server for one-time codes; unset = no e-mail sign-in"
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_starttls: bool = Field(default=True, description="upgrade the connection with STARTTLS")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA certificates to trust for STARTTLS (default: the system's)"
+    )
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    mail_from: str = "parcelvault <no-reply@localhost>"
+    code_ttl_seconds: int = Field(default=10 * 60, ge=60, description="how long a code is valid")
+    code_max_attempts: int = Field(default=5, ge=1, description="wrong tries that end a code")
+    codes_per_subject_per_hour: int = Field(default=3, ge=1)
+    codes_per_client_per_hour: int = Field(default=10, ge=1)
+    subject_session_seconds: int = Field(default=30 * 60, ge=60)
     retention_interval_seconds: int = Field(
         default=3600,
         ge=0,

@@ -599,6 +599,14 @@ SUBJECT_ENDPOINTS = {
     ("/api/v1/track/{tracking_number}/consents/{purpose}", "put"),
     ("/api/v1/track/{tracking_number}/address", "post"),
 }
+ME_ENDPOINTS = {
+    ("/api/v1/me", "get"),
+    ("/api/v1/me/access-log", "get"),
+    ("/api/v1/me/export", "get"),
+    ("/api/v1/me/erasure", "post"),
+    ("/api/v1/me/erasures/{receipt_id}", "get"),
+    ("/api/v1/me/sign-out", "post"),
+}
 
 
 def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> None:
@@ -611,7 +619,9 @@ def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> No
         for method in route.methods
     }
 
-    assert listed == ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS | SUBJECT_ENDPOINTS
+    assert listed == (
+        ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS | SUBJECT_ENDPOINTS | ME_ENDPOINTS
+    )
     assert routed == ENDPOINTS
 
 

@@ -12,15 +12,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from parcelvault import __version__
+from parcelvault.adapters.mail import SmtpSender
 from parcelvault.entrypoints.api import problems, subject_routes
 from parcelvault.entrypoints.api.batch_fast_path import BatchFastPath
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
+from parcelvault.entrypoints.api.me_routes import me_router
 from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
-from parcelvault.entrypoints.web import pages, staff_pages
+from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
 from parcelvault.logging_setup import configure_logging
 from parcelvault.services import erasure
 from parcelvault.services.ledger_views import Sequencer
@@ -48,6 +50,7 @@ def create_app(
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
     sequencer = Sequencer(vault) if background else None
+    mailer = SmtpSender(settings)
     interval = settings.retention_interval_seconds
     retention = RetentionSchedule(vault, interval) if background and interval > 0 else None
 
@@ -65,6 +68,7 @@ def create_app(
                 await asyncio.to_thread(retention.stop)
             if sequencer is not None:
                 await asyncio.to_thread(sequencer.stop)
+            await asyncio.to_thread(mailer.close)
 
     app = FastAPI(
         title="parcelvault",
@@ -75,6 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.vault = vault
+    app.state.mailer = mailer
     app.state.retention = retention
     public_cache = VersionedCache[tuple[bytes, str]]()
     app.state.public_cache = public_cache
@@ -82,9 +87,11 @@ def create_app(
     app.include_router(router)
     app.include_router(courier_router)
     app.include_router(ledger_router)
+    app.include_router(me_router)
     subject_routes.install(app)
     pages.install(app)
     staff_pages.install(app)
+    centre_pages.install(app, mailer)
     app.add_middleware(BatchFastPath, vault=vault)
     app.add_middleware(PublicLookupFastPath, vault=vault, cache=public_cache)
     app.add_middleware(
