@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -56,6 +54,7 @@ from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger.keys import SignerFile, load_signer, retired_verifiers
 from parcelvault.ledger.note import NoteError, Signer, format_verifier_key
 from parcelvault.services import tracking
+from parcelvault.services.periodic import Periodic
 from parcelvault.services.staff import REASONS
 from parcelvault.services.vault import Vault
 
@@ -434,7 +433,7 @@ def recipient_access_log(
 # --- the background sequencer ---------------------------------------------------------
 
 
-class Sequencer:
+class Sequencer(Periodic):
     """Appends waiting entries to the log every `period` seconds and signs a checkpoint
     when the tree has grown and `checkpoint_interval_seconds` have passed since the
     latest one (by its stored time, so several processes together sign no more often).
@@ -443,47 +442,23 @@ class Sequencer:
     each checkpoint. Errors are logged by type (no messages: they may quote data)
     and the next round tries again."""
 
+    name = "ledger-sequencer"
+    failure = "ledger sequencing failed"
+
     def __init__(self, vault: Vault, period: float = 1.0) -> None:
+        super().__init__(period)
         self.vault = vault
-        self.period = period
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._signer_file = SignerFile(vault.settings.key_dir)
         self._signer_missing_logged = False
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="ledger-sequencer", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
+    def setup(self) -> None:
         try:
             with self.vault.writing():
                 ledger_log.record_policy(
                     self.vault.engine, digest=self.vault.policy.digest, now=self.vault.clock()
                 )
-        except Exception as exc:  # the loop below still runs; the next start tries again
+        except Exception as exc:  # the rounds still run; the next start tries again
             log.error("recording the policy failed", extra={"error": type(exc).__name__})
-        while not self._stop.is_set():
-            try:
-                self.tick()
-            except Exception as exc:  # keep sequencing whatever one round hit
-                log.error(
-                    "ledger sequencing failed",
-                    extra={
-                        "error": type(exc).__name__,
-                        "traceback": "".join(traceback.format_tb(exc.__traceback__)),
-                    },
-                )
-            self._stop.wait(self.period)
 
     def tick(self) -> None:
         vault = self.vault

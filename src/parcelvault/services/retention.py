@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,6 +51,7 @@ from sqlalchemy import Connection
 from parcelvault.domain.statuses import FINAL_STATUSES
 from parcelvault.privacy.policy import FieldRule, Policy
 from parcelvault.services.ingest import event_row_id
+from parcelvault.services.periodic import Periodic
 from parcelvault.services.vault import Vault
 
 log = logging.getLogger("parcelvault.retention")
@@ -457,43 +457,22 @@ def _next_due(vault: Vault, now: datetime, planned: list[datetime]) -> datetime 
 # --- on a schedule ---------------------------------------------------------------------
 
 
-class RetentionSchedule:
+class RetentionSchedule(Periodic):
     """Runs a sweep when started and then every `interval` seconds in a thread of its
-    own (see `serve`). Errors are logged by type and the next round tries again."""
+    own (see `serve`)."""
+
+    name = "retention"
+    failure = "retention sweep failed"
 
     def __init__(self, vault: Vault, interval: float, batch_size: int = 500) -> None:
+        super().__init__(interval)
         self.vault = vault
-        self.interval = interval
         self.batch_size = batch_size
-        self.rounds = 0
         self.last_report: SweepReport | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
+    @property
+    def interval(self) -> float:
+        return self.period
 
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.last_report = sweep(self.vault, batch_size=self.batch_size, stop=self._stop)
-            except Exception as exc:  # keep the schedule whatever one round hit
-                log.error(
-                    "retention sweep failed",
-                    extra={
-                        "error": type(exc).__name__,
-                        "traceback": "".join(traceback.format_tb(exc.__traceback__)),
-                    },
-                )
-            self.rounds += 1
-            self._stop.wait(self.interval)
+    def tick(self) -> None:
+        self.last_report = sweep(self.vault, batch_size=self.batch_size, stop=self.stopping)
