@@ -159,12 +159,14 @@ sealed_fields = Table(
     Column("field", String(40), primary_key=True),
     Column("subject_id", String(64), nullable=False),
     Column("value", LargeBinary, nullable=False),
+    sqlite_with_rowid=False,
 )
 """Every personal value, sealed (see `crypto.sealing`), by record (a shipment id, or an
 event's `ingest.event_row_id` for its proof of delivery) and field. Rows are found by
 record id only: an index or a foreign key on `subject_id` would cost every insert and
 every retention delete a random index page; erasure finds a subject's records through
-its shipments."""
+its shipments. On SQLite the table is WITHOUT ROWID: rows live in the primary key's own
+B-tree, so an insert or a delete touches one tree instead of two."""
 
 verification_failures = Table(
     "verification_failures",

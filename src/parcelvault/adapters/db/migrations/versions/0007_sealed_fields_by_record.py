@@ -19,7 +19,13 @@ depends_on = None
 def upgrade() -> None:
     # Sealed values are found by record id only; the subject index and foreign key cost
     # every insert and every retention delete a random page (see tables.sealed_fields).
-    with op.batch_alter_table("sealed_fields", schema=None) as batch_op:
+    # On SQLite the table is rebuilt WITHOUT ROWID (rows kept in the primary key's tree).
+    with op.batch_alter_table(
+        "sealed_fields",
+        schema=None,
+        recreate="always" if op.get_context().dialect.name == "sqlite" else "auto",
+        table_kwargs={"sqlite_with_rowid": False},
+    ) as batch_op:
         batch_op.drop_index(batch_op.f("ix_sealed_fields_subject_id"))
         batch_op.drop_constraint(
             batch_op.f("fk_sealed_fields_subject_id_subjects"), type_="foreignkey"
