@@ -3,6 +3,7 @@ restoring a backup of either the database or the key store does not bring anyone
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,21 @@ def test_restoring_a_key_store_backup_from_before_an_erasure_is_undone_by_reconc
     report = erasure.reconcile(vault=vault)
     assert report.keys_destroyed_again == 1
     assert vault.keystore.get_one(subject) is None
+
+
+def test_erasure_and_reconciliation_log_nothing_personal(
+    client: TestClient,
+    vault: Vault,
+    shop_key: str,
+    canaries: Canaries,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _ship(client, shop_key, canaries)
+    subject = _subject(vault, canaries)
+    with caplog.at_level(logging.DEBUG):
+        receipt = erasure.erase_subject(vault=vault, subject_id=subject, requested_by="subject")
+        erasure.reconcile(vault=vault)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert receipt.id in logged
+    assert canaries.found_in(logged) == []
+    assert subject not in logged
