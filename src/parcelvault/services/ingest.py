@@ -17,8 +17,8 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
@@ -32,6 +32,7 @@ from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.shipments import (
+    MAX_FUTURE_SKEW,
     Location,
     NewShipment,
     ScanEvent,
@@ -316,6 +317,68 @@ def handled_by_number(
     return found, shared
 
 
+FlatEvent: TypeAlias = tuple[
+    int,
+    str | None,
+    str,
+    int | None,
+    Any,
+    int,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    dict[str, str] | None,
+    tuple[FieldProblem, ...],
+]
+"""An event reduced to what `prepare_flat_events` needs, as a plain tuple (cheap to
+build, to pickle between processes and to unpack):
+
+(index, number for lookup or None if it cannot be one, event id, UTC microseconds
+since the epoch or None without a UTC offset, occurred_at as stored (a datetime, or
+on SQLite its text), UTC offset in minutes, status, reason, description, location
+country, region, city, facility, personal values of the proof or None, the problems
+found without a clock or the database)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_NO_CLOCK = datetime.max.replace(tzinfo=UTC)
+"""`event_problems` at this "now" finds every problem but the one that needs a clock."""
+_SKEW_US = MAX_FUTURE_SKEW // _MICROSECOND
+IN_THE_FUTURE = FieldProblem(("time",), "is more than 10 minutes in the future")
+NOT_A_NUMBER = FieldProblem(("tracking_number",), "is not a tracking number")
+
+
+def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bool) -> FlatEvent:
+    """`event` as a FlatEvent; `text_stamps` on SQLite. Pure: the importer runs it in
+    the process that validates the file."""
+    occurred_at = event.time
+    offset = occurred_at.utcoffset() if occurred_at.tzinfo is not None else None
+    location = event.location or _NO_LOCATION
+    proof = event.proof
+    reason = event.reason
+    return (
+        index,
+        number_for_lookup(raw_number),
+        event.event_id,
+        None if offset is None else (occurred_at - _EPOCH) // _MICROSECOND,
+        store.sqlite_datetime(occurred_at) if text_stamps and offset is not None else occurred_at,
+        int(offset.total_seconds() // 60) if offset else 0,
+        event.status.value,
+        reason.value if reason else None,
+        event.description,
+        location.country,
+        location.region,
+        location.city,
+        location.facility,
+        (proof.personal_values() or None) if proof else None,
+        tuple(event_problems(event, now=_NO_CLOCK)),
+    )
+
+
 def prepare_events(
     connection: Connection,
     *,
@@ -327,67 +390,90 @@ def prepare_events(
     now: datetime,
 ) -> PreparedEvents:
     """Check, seal and shape a batch of (index, tracking number, event)."""
+    text_stamps = connection.dialect.name == "sqlite"
+    return prepare_flat_events(
+        connection,
+        keystore=keystore,
+        keyring=keyring,
+        policy=policy,
+        tenant_id=tenant_id,
+        items=[flat_event(i, raw, event, text_stamps=text_stamps) for i, raw, event in items],
+        now=now,
+    )
+
+
+def prepare_flat_events(
+    connection: Connection,
+    *,
+    keystore: KeyStore,
+    keyring: Keyring,
+    policy: Policy,
+    tenant_id: int,
+    items: Sequence[FlatEvent],
+    now: datetime,
+) -> PreparedEvents:
+    """Check, seal and shape a batch of flat events (see `flat_event`)."""
     prepared = PreparedEvents()
-    candidates: list[tuple[int, str, ScanEvent]] = []
-    canonical: dict[str, str | None] = {}
-    for index, raw_number, event in items:
-        problems = event_problems(event, now=now)
-        if raw_number in canonical:
-            number = canonical[raw_number]
-        else:
-            number = canonical[raw_number] = number_for_lookup(raw_number)
-        if number is None:
-            problems.append(FieldProblem(("tracking_number",), "is not a tracking number"))
-        if problems:
-            prepared.problems.extend(Problem(index, p) for p in problems)
-        elif number is not None:
-            candidates.append((index, number, event))
-    shipments, shared = handled_by_number(connection, tenant_id, [n for _, n, _ in candidates])
-    stored = store.existing_event_ids(connection, tenant_id, [e.event_id for *_, e in candidates])
+    candidates: list[FlatEvent] = []
+    latest_allowed = (now - _EPOCH) // _MICROSECOND + _SKEW_US
+    for item in items:
+        index, number, at_us, found = item[0], item[1], item[3], item[14]
+        if (at_us is not None and at_us > latest_allowed) or found or number is None:
+            problems = list(found)
+            if at_us is not None and at_us > latest_allowed:
+                # The clock's check comes first, as in `event_problems`, and excludes
+                # the other check of the time (a time in the future is after 2000).
+                problems = [IN_THE_FUTURE, *(p for p in found if p.loc != ("time",))]
+            if number is None:
+                problems.append(NOT_A_NUMBER)
+            if problems:
+                prepared.problems.extend(Problem(index, p) for p in problems)
+                continue
+        candidates.append(item)
+    shipments, shared = handled_by_number(
+        connection, tenant_id, [item[1] for item in candidates if item[1] is not None]
+    )
+    stored = store.existing_event_ids(connection, tenant_id, [item[2] for item in candidates])
     # Only the subjects whose events carry proof need their data keys unwrapped; a
     # subject without a key (erased) gets no personal data stored again.
     keys = SubjectKeys(keystore, keyring, now)
     proof_subjects = {
-        shipments[number].subject_id
-        for _, number, event in candidates
-        if event.proof is not None and number in shipments
+        shipments[item[1]].subject_id
+        for item in candidates
+        if item[13] is not None and item[1] in shipments
     }
     if proof_subjects:
         keys.load(sorted(proof_subjects), create=False)
     seen: set[str] = set()
     to_seal: list[tuple[str, str, dict[str, str]]] = []
-    # Per shipment: (event time, arrival, status) of the latest event so far, starting
-    # from what is stored. The (time, arrival) pairs are compared as tuples, which is
-    # the order `supersedes` defines, without building two Positions per event.
-    latest: dict[str, tuple[datetime, int, Status]] = {}
+    # Per shipment: (event time in UTC microseconds, arrival, status) of the latest
+    # event so far, starting from what is stored. The (time, arrival) pairs are
+    # compared as tuples, which is the order `supersedes` defines.
+    latest: dict[str, tuple[int, int, str]] = {}
     for sid, row in {s.id: s for s in shipments.values()}.items():
         if row.status_at is not None:
-            latest[sid] = (row.status_at, row.status_arrival, Status.PENDING)
+            at = (row.status_at - _EPOCH) // _MICROSECOND
+            latest[sid] = (at, row.status_arrival, Status.PENDING.value)
     changed: set[str] = set()
     arrival_base = time.time_ns() // 1000
-    rows = prepared.rows
-    add_row = rows.append
-    for offset, (index, number, event) in enumerate(candidates):
-        shipment = shipments.get(number)
+    add_row = prepared.rows.append
+    get_shipment = shipments.get
+    for offset, item in enumerate(candidates):
+        (index, number, event_id, at_us, occurred_at, offset_min, status, reason) = item[:8]
+        shipment = get_shipment(number) if number is not None else None
         if shipment is None:
             message = SHARED_NUMBER if number in shared else NOT_HANDLED
             prepared.problems.append(Problem(index, FieldProblem(("tracking_number",), message)))
             continue
-        event_id = event.event_id
         if event_id in stored or event_id in seen:
             prepared.duplicates.append(index)
             continue
         seen.add(event_id)
         arrival = arrival_base + offset
-        location = event.location or _NO_LOCATION
-        proof = event.proof
-        personal = proof.personal_values() if proof else None
+        personal = item[13]
         if personal and keys.cipher(shipment.subject_id) is None:
             # The recipient was erased: personal data about them is not taken in again.
             personal = None
-        occurred_at = event.time
-        offset_delta = occurred_at.utcoffset()
-        reason = event.reason
         shipment_id = shipment.id
         add_row(
             (
@@ -395,23 +481,20 @@ def prepare_events(
                 tenant_id,
                 event_id,
                 occurred_at,
-                int(offset_delta.total_seconds() // 60) if offset_delta else 0,
+                offset_min,
                 arrival,
-                event.status.value,
-                reason.value if reason else None,
-                event.description,
-                location.country,
-                location.region,
-                location.city,
-                location.facility,
+                status,
+                reason,
+                *item[8:13],
                 bool(personal),
             )
         )
         if personal:
             to_seal.append((shipment.subject_id, event_row_id(tenant_id, event_id), personal))
+        assert at_us is not None  # events without a UTC offset were refused above
         best = latest.get(shipment_id)
-        if best is None or (occurred_at, arrival) >= best[:2]:
-            latest[shipment_id] = (occurred_at, arrival, event.status)
+        if best is None or (at_us, arrival) >= best[:2]:
+            latest[shipment_id] = (at_us, arrival, status)
             changed.add(shipment_id)
     if to_seal:
         for subject, row_id, personal in to_seal:
@@ -419,7 +502,7 @@ def prepare_events(
     # In shipment-id order, as the version bumps are: concurrent batches touching the
     # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [
-        {"sid": sid, "status": status.value, "at": at, "arrival": arrival}
+        {"sid": sid, "status": status, "at": _EPOCH + at * _MICROSECOND, "arrival": arrival}
         for sid, (at, arrival, status) in sorted(latest.items())
         if sid in changed
     ]

@@ -56,7 +56,7 @@ def insert_ignoring_duplicates(connection: Connection, table: Table) -> Insert:
 _COMPILED: dict[tuple[str, str, bool, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
 
 
-def _sqlite_datetime(value: datetime) -> str:
+def sqlite_datetime(value: datetime) -> str:
     """The text form SQLAlchemy's SQLite dialect stores a DateTime in (naive UTC, with
     microseconds), so rows written either way compare and sort alike. (The first 26
     characters of the aware form are the naive form: cheaper than `replace`.)"""
@@ -78,7 +78,7 @@ def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]
         values = list(getter(row))
         for i in stamps:
             if values[i] is not None:
-                values[i] = _sqlite_datetime(values[i])
+                values[i] = sqlite_datetime(values[i])
         for i in days:
             if values[i] is not None:
                 values[i] = values[i].isoformat()
@@ -127,10 +127,12 @@ def bulk_insert_tuples(
     rows: list[tuple[Any, ...]],
     *,
     skip_duplicates: bool,
+    text_stamps: bool = False,
 ) -> None:
     """`bulk_insert` for rows already shaped as tuples in `columns` order: on SQLite
     only the timestamp and date cells are rewritten, in place of building a dict and
-    then a tuple per row."""
+    then a tuple per row; with `text_stamps` the timestamps are already the text
+    `sqlite_datetime` makes and the rows go to the driver as they are."""
     if not rows:
         return
     sql, order = _compiled_insert(connection, table, columns, skip_duplicates)
@@ -144,13 +146,15 @@ def bulk_insert_tuples(
         columns = order
     stamps = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, UtcDateTime)]
     days = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, Date)]
+    if text_stamps:
+        stamps = []
     if stamps or days:
         converted = []
         for row in rows:
             values = list(row)
             for i in stamps:
                 if values[i] is not None:
-                    values[i] = _sqlite_datetime(values[i])
+                    values[i] = sqlite_datetime(values[i])
             for i in days:
                 if values[i] is not None:
                     values[i] = values[i].isoformat()
@@ -191,7 +195,7 @@ def driver_executemany(
         values = [merged[name] for name in order]
         for i in stamps:
             if values[i] is not None:
-                values[i] = _sqlite_datetime(values[i])
+                values[i] = sqlite_datetime(values[i])
         bound.append(tuple(values))
     connection.exec_driver_sql(sql, bound)
 
@@ -548,7 +552,8 @@ EVENT_COLUMNS = (
     "loc_facility",
     "has_proof",
 )
-"""The order of the cells of an event row given to `insert_events`."""
+"""The order of the cells of an event row given to `insert_events`. On SQLite the
+`occurred_at` cell is the text `sqlite_datetime` makes; elsewhere a datetime."""
 
 
 def insert_events(
@@ -561,7 +566,9 @@ def insert_events(
     status forward only if the new event is later than the one it has (the condition is
     in the UPDATE itself, so concurrent writers cannot move a status backwards), and
     advance the `version` of every shipment touched, which invalidates cached views."""
-    bulk_insert_tuples(connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True)
+    bulk_insert_tuples(
+        connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
+    )
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
     touched = sorted({row[0] for row in event_rows})
     # First, and in id order: this takes every row lock the batch needs in one global
