@@ -281,6 +281,31 @@ def test_bad_lines_are_reported_by_number_and_field_and_the_rest_is_written(
     assert "UTC offset" in messages[4]
 
 
+def test_an_event_line_with_several_rule_problems_reports_each_time_first(
+    any_vault: Vault, tmp_path: Path
+) -> None:
+    _tenant(any_vault)
+    path = _jsonl(
+        tmp_path / "in.jsonl",
+        [
+            _shipment(A),
+            _event(A, 1, time="2999-01-01T00:00:00+00:00", reason="customs"),
+            _event(A, 2, time="1999-12-31T23:00:00+00:00", reason="customs"),
+            _event(A, 3, time="1999-12-31T23:00:00+00:00"),
+            _event(A, 4),
+        ],
+    )
+    report = _import(any_vault, path)
+    assert [(r.line, r.field, r.message) for r in report.rejections] == [
+        (2, "time", "is more than 10 minutes in the future"),
+        (2, "reason", "only exception and failed_attempt events take a reason"),
+        (3, "time", "is before 2000-01-01"),
+        (3, "reason", "only exception and failed_attempt events take a reason"),
+        (4, "time", "is before 2000-01-01"),
+    ]
+    assert report.events_accepted == 1
+
+
 def _mixed_file() -> list[dict[str, Any] | bytes]:
     return [
         _shipment(A),
