@@ -49,8 +49,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from parcelvault.adapters.wire import EventLine, ImportLine, ShipmentLine
+from parcelvault.crypto.keyring import Keyring
 from parcelvault.domain.errors import DomainError
 from parcelvault.domain.shipments import NewShipment
+from parcelvault.privacy.policy import Policy
 from parcelvault.services import ingest
 from parcelvault.services.tenants import tenant_principal
 from parcelvault.services.vault import Vault
@@ -199,8 +201,7 @@ def import_file(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     with handle:
-        text_stamps = vault.engine.dialect.name == "sqlite"
-        feed = _feed_for(handle, chosen, chunk_size, text_stamps)
+        feed = _feed_for(handle, chosen, chunk_size, _Shaping.of(vault))
         try:
             return _run(
                 vault,
@@ -240,7 +241,7 @@ def import_records(
             source,
             csv_names=False,
             chunk_size=chunk_size,
-            text_stamps=vault.engine.dialect.name == "sqlite",
+            shaping=_Shaping.of(vault),
         ),
         csv_names=False,
         dry_run=dry_run,
@@ -476,6 +477,20 @@ def _validation_problems(exc: ValidationError, *, csv_names: bool) -> list[LineP
     return problems
 
 
+@dataclass(frozen=True)
+class _Shaping:
+    """What the validating process needs to shape lines for the writer: nothing that
+    reads or writes the database."""
+
+    text_stamps: bool
+    keyring: Keyring
+    policy: Policy
+
+    @classmethod
+    def of(cls, vault: Vault) -> _Shaping:
+        return cls(vault.engine.dialect.name == "sqlite", vault.keyring, vault.policy)
+
+
 @dataclass
 class _Chunk:
     lines: int = 0
@@ -483,6 +498,10 @@ class _Chunk:
     """(line, shipment): every one carries a tracking number."""
     events: list[ingest.FlatEvent] = field(default_factory=list)
     """Flat events (`ingest.flat_event`), indexed by line."""
+    presealed: dict[int, ingest.Presealed] = field(default_factory=dict)
+    """The shipments sealed ahead (`ingest.preseal_shipments`), by line."""
+    numbers: dict[int, str | None] = field(default_factory=dict)
+    """Each shipment's number for lookup (`ingest.number_for_lookup`), by line."""
     problems: dict[int, list[LineProblem]] = field(default_factory=dict)
 
 
@@ -492,13 +511,13 @@ _NO_NUMBER = LineProblem(
 )
 
 
-def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, text_stamps: bool) -> _Chunk:
+def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _Shaping) -> _Chunk:
     """Parse and validate each line once. JSON text goes straight to pydantic's own
     parser (measured a third faster than orjson.loads + validate_python). Events leave
     flattened, with every check that needs neither a clock nor the database done."""
     chunk = _Chunk(lines=len(items))
     from_json, from_python = _ADAPTER.validate_json, _ADAPTER.validate_python
-    flat_event = ingest.flat_event
+    flat_event, text_stamps = ingest.flat_event, shaping.text_stamps
     for line_no, payload in items:
         if isinstance(payload, LineProblem):
             chunk.problems[line_no] = [payload]
@@ -517,14 +536,25 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, text_stamp
             chunk.problems[line_no] = [_NO_NUMBER]
         else:
             chunk.shipments.append((line_no, model.to_domain()))
+    if chunk.shipments:
+        sealed = ingest.preseal_shipments(
+            shaping.keyring, shaping.policy, [shipment for _, shipment in chunk.shipments]
+        )
+        chunk.numbers = {
+            line: ingest.number_for_lookup(shipment.tracking_number or "")
+            for line, shipment in chunk.shipments
+        }
+        chunk.presealed = {
+            line: early for (line, _), early in zip(chunk.shipments, sealed, strict=True)
+        }
     return chunk
 
 
 def _validated(
-    source: _Source, *, csv_names: bool, chunk_size: int, text_stamps: bool
+    source: _Source, *, csv_names: bool, chunk_size: int, shaping: _Shaping
 ) -> Iterator[_Chunk]:
     while items := list(islice(source, chunk_size)):
-        yield _validate(items, csv_names, text_stamps)
+        yield _validate(items, csv_names, shaping)
 
 
 # --- validating in a second process ----------------------------------------------------
@@ -539,7 +569,7 @@ class _InProcessFeed:
     """Chunks of a file, read and validated in this process as they are needed."""
 
     def __init__(
-        self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, text_stamps: bool
+        self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping
     ) -> None:
         self._reader = LineReader(handle)
         source = self._reader.jsonl() if fmt is ImportFormat.JSONL else self._reader.csv()
@@ -547,7 +577,7 @@ class _InProcessFeed:
             source,
             csv_names=fmt is ImportFormat.CSV,
             chunk_size=chunk_size,
-            text_stamps=text_stamps,
+            shaping=shaping,
         )
 
     @property
@@ -577,12 +607,12 @@ class _ChildFeed:
     bounded. Chunks, line numbers and problems are exactly those of `_InProcessFeed`."""
 
     def __init__(
-        self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, text_stamps: bool
+        self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping
     ) -> None:
         self._handle = handle
         self._fmt = fmt
         self._chunk_size = chunk_size
-        self._text_stamps = text_stamps
+        self._shaping = shaping
         self.bytes_read = 0
         self.line_no = 0
         self._process: BaseProcess | None = None
@@ -594,7 +624,7 @@ class _ChildFeed:
         self._pipe = receiving
         self._process = context.Process(
             target=_validate_in_child,
-            args=(self._handle, self._fmt, self._chunk_size, self._text_stamps, sending),
+            args=(self._handle, self._fmt, self._chunk_size, self._shaping, sending),
             name="parcelvault-import-validator",
             daemon=True,
         )
@@ -626,19 +656,19 @@ class _ChildFeed:
 
 
 def _feed_for(
-    handle: IO[bytes], fmt: ImportFormat, chunk_size: int, text_stamps: bool
+    handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping
 ) -> _InProcessFeed | _ChildFeed:
     try:
         size = os.fstat(handle.fileno()).st_size
     except (OSError, ValueError):
         size = 0
     if size >= PARALLEL_MIN_BYTES and "fork" in multiprocessing.get_all_start_methods():
-        return _ChildFeed(handle, fmt, chunk_size, text_stamps)
-    return _InProcessFeed(handle, fmt, chunk_size, text_stamps)
+        return _ChildFeed(handle, fmt, chunk_size, shaping)
+    return _InProcessFeed(handle, fmt, chunk_size, shaping)
 
 
 def _validate_in_child(
-    handle: IO[bytes], fmt: ImportFormat, chunk_size: int, text_stamps: bool, sink: MpConnection
+    handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping, sink: MpConnection
 ) -> None:
     """The child's whole life. It leaves Ctrl-C to the writer (which stops it), does
     not collect cycles (it makes none; collecting could run finalizers of objects it
@@ -646,7 +676,7 @@ def _validate_in_child(
     output) is cleaned up or flushed twice."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.disable()
-    feed = _InProcessFeed(handle, fmt, chunk_size, text_stamps)
+    feed = _InProcessFeed(handle, fmt, chunk_size, shaping)
     message: tuple[Any, ...]
     try:
         for chunk in feed.chunks():
@@ -668,12 +698,26 @@ def _validate_in_child(
 
 
 def _pack(chunk: _Chunk) -> tuple[Any, ...]:
-    return chunk.lines, chunk.shipments, chunk.events, chunk.problems
+    return (
+        chunk.lines,
+        chunk.shipments,
+        chunk.events,
+        chunk.problems,
+        chunk.presealed,
+        chunk.numbers,
+    )
 
 
 def _unpack(packed: tuple[Any, ...]) -> _Chunk:
-    lines, shipments, events, problems = packed
-    return _Chunk(lines=lines, shipments=shipments, events=events, problems=problems)
+    lines, shipments, events, problems, presealed, numbers = packed
+    return _Chunk(
+        lines=lines,
+        shipments=shipments,
+        events=events,
+        problems=problems,
+        presealed=presealed,
+        numbers=numbers,
+    )
 
 
 # --- writing -------------------------------------------------------------------------
@@ -806,12 +850,6 @@ def _write_chunk(
 ) -> _Outcome:
     outcome = _Outcome(problems={line: list(p) for line, p in chunk.problems.items()})
     now = vault.clock()
-    canonical: dict[str, str | None] = {}
-
-    def number_of(raw: str) -> str | None:
-        if raw not in canonical:
-            canonical[raw] = ingest.number_for_lookup(raw)
-        return canonical[raw]
 
     def reject(index: int, problem: ingest.Problem) -> None:
         name = field_name(problem.problem.loc, csv_names=csv_names)
@@ -821,7 +859,7 @@ def _write_chunk(
     first_line: dict[str, int] = {}
     for line_no, shipment in chunk.shipments:
         assert shipment.tracking_number is not None
-        number = number_of(shipment.tracking_number)
+        number = chunk.numbers[line_no]
         if number is not None:
             if number in first_line:
                 outcome.shipments_present += 1
@@ -836,6 +874,7 @@ def _write_chunk(
         tenant_id=tenant_id,
         items=new_shipments,
         now=now,
+        presealed=chunk.presealed,
     )
     for problem in shipments.problems:
         reject(problem.index, problem)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
@@ -71,7 +71,8 @@ class PreparedEvents:
 
 
 class SubjectKeys:
-    """Data keys of the subjects one batch touches: unwrapped once, created when new.
+    """Data keys of the subjects one batch touches: created when new, unwrapped when
+    first needed.
 
     New keys are stored in the key store (in one transaction per batch) before the
     batch's own transaction commits; if two writers create a key for the same subject
@@ -82,37 +83,62 @@ class SubjectKeys:
         self._keystore = keystore
         self._keyring = keyring
         self._now = now
+        self._stored: dict[str, StoredKey] = {}
         self._ciphers: dict[str, AESGCM] = {}
         self.new_rows: list[dict[str, Any]] = []
 
-    def load(self, subject_ids: Sequence[str], *, create: bool = True) -> None:
-        """Unwrap the keys of these subjects; with `create`, make keys for those that
-        have none and list every subject in `new_rows` (for `store.upsert_subjects`)."""
-        missing = sorted({sid for sid in subject_ids if sid not in self._ciphers})
+    def load(
+        self,
+        subject_ids: Sequence[str],
+        *,
+        create: bool = True,
+        offered: Mapping[str, StoredKey] | None = None,
+    ) -> None:
+        """Find the keys of these subjects; with `create`, store keys for those that
+        have none (the `offered` key of a subject if there is one, else a new key) and
+        list every subject in `new_rows` (for `store.upsert_subjects`)."""
+        missing = sorted({sid for sid in subject_ids if sid not in self._stored})
         if not missing:
             return
         stored = self._keystore.get(missing)
         fresh = [sid for sid in missing if sid not in stored] if create else []
         if fresh:
-            data_keys = {sid: self._keyring.new_data_key() for sid in fresh}
-            made = [
-                StoredKey(
-                    sid, new_key_id(), self._keyring.kek_id, self._keyring.wrap(data_keys[sid], sid)
-                )
-                for sid in fresh
-            ]
+            offers = offered or {}
+            made: list[StoredKey] = []
+            raw: dict[str, bytes] = {}
+            for sid in fresh:
+                key = offers.get(sid)
+                if key is None:
+                    raw[sid] = data_key = self._keyring.new_data_key()
+                    wrapped = self._keyring.wrap(data_key, sid)
+                    key = StoredKey(sid, new_key_id(), self._keyring.kek_id, wrapped)
+                made.append(key)
             stored.update(self._keystore.add(made, now=self._now))
+            ours = {key.subject_id: key.key_id for key in made}
+            for sid, data_key in raw.items():
+                kept = stored.get(sid)
+                if kept is not None and kept.key_id == ours[sid]:
+                    self._ciphers[sid] = AESGCM(data_key)  # ours: no need to unwrap it
         if create:
             self.new_rows.extend(
                 {"id": sid, "key_id": key.key_id, "created_at": self._now}
                 for sid, key in stored.items()
             )
-        for sid, key in stored.items():
-            self._ciphers[sid] = self._keyring.unwrap(key.wrapped, sid)
+        self._stored.update(stored)
+
+    def key_id(self, subject_id: str) -> str | None:
+        key = self._stored.get(subject_id)
+        return key.key_id if key else None
 
     def cipher(self, subject_id: str) -> AESGCM | None:
         """The subject's cipher; None if its key was destroyed (the subject is erased)."""
-        return self._ciphers.get(subject_id)
+        cipher = self._ciphers.get(subject_id)
+        if cipher is None:
+            key = self._stored.get(subject_id)
+            if key is None:
+                return None
+            cipher = self._ciphers[subject_id] = self._keyring.unwrap(key.wrapped, subject_id)
+        return cipher
 
 
 def _seal_all(
@@ -121,6 +147,18 @@ def _seal_all(
     cipher = keys.cipher(subject_id)
     if cipher is None:
         raise LookupError(f"no data key for subject {subject_id} was loaded")
+    return _seal_values(cipher, subject_id, record_id, values, policy)
+
+
+def _seal_with(
+    cipher: AESGCM, subject_id: str, record_id: str, shipment: NewShipment, policy: Policy
+) -> list[dict[str, Any]]:
+    return _seal_values(cipher, subject_id, record_id, shipment.personal_values(), policy)
+
+
+def _seal_values(
+    cipher: AESGCM, subject_id: str, record_id: str, values: dict[str, str], policy: Policy
+) -> list[dict[str, Any]]:
     rows = []
     for name, value in values.items():
         if not policy.is_personal(name):
@@ -149,6 +187,62 @@ def _tracking_number(shipment: NewShipment) -> tuple[str | None, str | None, boo
     return supplied, None, False
 
 
+class Presealed(NamedTuple):
+    """A shipment sealed ahead, without the database, under a new key of its subject
+    (the importer does this in the process that validates the file). It is used if
+    the key store takes `key` for the subject; otherwise the shipment is sealed again
+    under the key the subject has."""
+
+    number: str | None
+    issued: bool
+    number_problem: str | None
+    subject_id: str
+    key: StoredKey
+    record_id: str
+    postcode_digest: bytes
+    sealed: tuple[tuple[str, bytes], ...]
+    """(field, sealed value)."""
+
+
+def preseal_shipments(
+    keyring: Keyring, policy: Policy, shipments: Sequence[NewShipment]
+) -> list[Presealed]:
+    """Seal each shipment under a new data key of its subject (one key per subject of
+    the batch). Pure apart from randomness: needs no database."""
+    ciphers: dict[str, tuple[StoredKey, AESGCM]] = {}
+    done: list[Presealed] = []
+    for shipment in shipments:
+        number, problem, issued = _tracking_number(shipment)
+        contact = shipment.recipient
+        subject = keyed_hash.subject_id(
+            keyring.lookup_key, email=contact.email, phone=contact.phone
+        ) or secrets.token_hex(32)
+        if subject not in ciphers:
+            data_key = keyring.new_data_key()
+            key = StoredKey(subject, new_key_id(), keyring.kek_id, keyring.wrap(data_key, subject))
+            ciphers[subject] = (key, AESGCM(data_key))
+        key, cipher = ciphers[subject]
+        record_id = new_record_id()
+        done.append(
+            Presealed(
+                number,
+                issued,
+                problem,
+                subject,
+                key,
+                record_id,
+                keyed_hash.postcode_digest(
+                    keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
+                ),
+                tuple(
+                    (row["field"], row["value"])
+                    for row in _seal_with(cipher, subject, record_id, shipment, policy)
+                ),
+            )
+        )
+    return done
+
+
 def prepare_shipments(
     connection: Connection,
     *,
@@ -159,6 +253,7 @@ def prepare_shipments(
     items: Sequence[tuple[int, NewShipment]],
     now: datetime,
     carriers: Mapping[int, str] | None = None,
+    presealed: Mapping[int, Presealed] | None = None,
 ) -> PreparedShipments:
     """Seal and shape a batch of new shipments.
 
@@ -166,7 +261,8 @@ def prepare_shipments(
     not prepared again: the API answers 409, the importer counts it so reruns are
     no-ops. A number in parcelvault's own issued format that another tenant holds is a
     problem: issued numbers must stay unique, or public tracking could not find them.
-    `carriers` names, by item index, the tenant that will carry the shipment.
+    `carriers` names, by item index, the tenant that will carry the shipment;
+    `presealed`, by item index, the shipments `preseal_shipments` sealed ahead.
     """
     prepared = PreparedShipments()
     carrier_ids, bad_carrier = _carrier_ids(connection, tenant_id, carriers or {})
@@ -174,8 +270,13 @@ def prepare_shipments(
     rejected = {problem.index for problem in bad_carrier}
     numbered: list[tuple[int, NewShipment, str, bool]] = []
     seen: set[str] = set()
+    ahead = presealed or {}
     for index, shipment in items:
-        number, problem, issued = _tracking_number(shipment)
+        early = ahead.get(index)
+        if early is not None:
+            number, problem, issued = early.number, early.number_problem, early.issued
+        else:
+            number, problem, issued = _tracking_number(shipment)
         if number is None:
             prepared.problems.append(
                 Problem(index, FieldProblem(("tracking_number",), problem or ""))
@@ -202,14 +303,35 @@ def prepare_shipments(
             message = "is in parcelvault's issued format and already in use; leave it out"
             prepared.problems.append(Problem(index, FieldProblem(("tracking_number",), message)))
             continue
-        contact = shipment.recipient
-        subject = keyed_hash.subject_id(
-            keyring.lookup_key, email=contact.email, phone=contact.phone
-        )
-        pending.append((index, shipment, number, issued, subject or secrets.token_hex(32)))
-    keys.load([subject for *_, subject in pending])
+        early = ahead.get(index)
+        if early is not None:
+            subject = early.subject_id
+        else:
+            contact = shipment.recipient
+            subject = keyed_hash.subject_id(
+                keyring.lookup_key, email=contact.email, phone=contact.phone
+            ) or secrets.token_hex(32)
+        pending.append((index, shipment, number, issued, subject))
+    keys.load(
+        [subject for *_, subject in pending],
+        offered={early.subject_id: early.key for early in ahead.values()},
+    )
     for index, shipment, number, issued, subject in pending:
-        record_id = new_record_id()
+        early = ahead.get(index)
+        if early is not None and early.key.key_id == keys.key_id(subject):
+            record_id, digest = early.record_id, early.postcode_digest
+            prepared.sealed.extend(
+                {"record_id": record_id, "field": name, "subject_id": subject, "value": value}
+                for name, value in early.sealed
+            )
+        else:
+            record_id = new_record_id()
+            digest = keyed_hash.postcode_digest(
+                keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
+            )
+            prepared.sealed.extend(
+                _seal_all(keys, subject, record_id, shipment.personal_values(), policy)
+            )
         prepared.tracking_numbers[index] = number
         prepared.rows.append(
             {
@@ -218,9 +340,7 @@ def prepare_shipments(
                 "tracking_number": number,
                 "issued": issued,
                 "subject_id": subject,
-                "postcode_digest": keyed_hash.postcode_digest(
-                    keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
-                ),
+                "postcode_digest": digest,
                 "reference": shipment.reference,
                 "service": shipment.service,
                 "origin_country": shipment.origin.country,
@@ -236,9 +356,6 @@ def prepare_shipments(
                 "status_arrival": 0,
                 "created_at": now,
             }
-        )
-        prepared.sealed.extend(
-            _seal_all(keys, subject, record_id, shipment.personal_values(), policy)
         )
     prepared.subjects = keys.new_rows
     return prepared
