@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
+from parcelvault.crypto.sealing import associated_data, open_sealed
 from parcelvault.domain.errors import InvalidInput
 from parcelvault.domain.statuses import Status
 from parcelvault.entrypoints.cli import app
@@ -304,6 +305,46 @@ def test_an_event_line_with_several_rule_problems_reports_each_time_first(
         (4, "time", "is before 2000-01-01"),
     ]
     assert report.events_accepted == 1
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_every_imported_value_opens_under_the_one_key_its_subject_has(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    """Shipments are sealed ahead under new keys; a recipient who already has a key
+    (from an earlier import or an earlier chunk) must end up under that key."""
+    if processes == 2:
+        monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    _tenant(any_vault)
+    jane = {"name": "Jane Doe", "email": "jane@example.org"}
+    omar = {"name": "Omar Roe", "email": "omar@example.org"}
+    first = _jsonl(tmp_path / "first.jsonl", [_shipment("JANE0001", recipient=jane)])
+    _import(any_vault, first)
+    second = _jsonl(
+        tmp_path / "second.jsonl",
+        [
+            _shipment("JANE0002", recipient=jane),
+            _shipment("OMAR0001", recipient=omar),
+            _shipment("OMAR0002", recipient=omar),
+            _event("OMAR0002", 1, "delivered", proof={"received_by": "Omar Roe"}),
+            _shipment("OMAR0003", recipient=omar),
+        ],
+    )
+    report = _import(any_vault, second, chunk_size=3)
+    assert (report.shipments_created, report.events_accepted) == (4, 1)
+    with any_vault.engine.connect() as connection:
+        sealed = connection.execute(select(sealed_fields)).all()
+        key_ids = dict(connection.execute(select(subjects.c.id, subjects.c.key_id)).all())
+    assert len(key_ids) == 2
+    opened = set()
+    for row in sealed:
+        key = any_vault.keystore.get_one(row.subject_id)
+        assert key is not None
+        assert key.key_id == key_ids[row.subject_id]
+        cipher = any_vault.keyring.unwrap(key.wrapped, row.subject_id)
+        ad = associated_data(row.subject_id, row.record_id, row.field)
+        opened.add(open_sealed(cipher, row.value, ad))
+    assert {"Jane Doe", "Omar Roe", "jane@example.org", "omar@example.org"} <= opened
 
 
 def _mixed_file() -> list[dict[str, Any] | bytes]:
