@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
 
 from parcelvault.adapters.db import store
-from parcelvault.adapters.db.store import AnyRow
+from parcelvault.adapters.db.store import HandledShipment
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.keystore import KeyStore, StoredKey, new_key_id
@@ -411,13 +411,13 @@ SHARED_NUMBER = "is shared by several shipments you carry; cannot tell which one
 
 def handled_by_number(
     connection: Connection, tenant_id: int, numbers: Sequence[str]
-) -> tuple[dict[str, AnyRow], set[str]]:
+) -> tuple[dict[str, HandledShipment], set[str]]:
     """The shipment each number denotes for a tenant that owns or carries shipments:
     its own first (another tenant cannot take a number away from its owner by naming
     it carrier), else the single shipment it carries with that number. Numbers that
     several carried shipments share, and none owned, come back in the second item."""
-    found: dict[str, AnyRow] = {}
-    carried: dict[str, list[AnyRow]] = {}
+    found: dict[str, HandledShipment] = {}
+    carried: dict[str, list[HandledShipment]] = {}
     for row in store.shipments_handled_by(connection, tenant_id, numbers):
         if row.tenant_id == tenant_id:
             found[row.tracking_number] = row
@@ -566,11 +566,11 @@ def prepare_flat_events(
     # Per shipment: (event time in UTC microseconds, arrival, status) of the latest
     # event so far, starting from what is stored. The (time, arrival) pairs are
     # compared as tuples, which is the order `supersedes` defines.
-    latest: dict[str, tuple[int, int, str]] = {}
+    latest: dict[str, tuple[int, int, str, Any]] = {}
     for sid, row in {s.id: s for s in shipments.values()}.items():
         if row.status_at is not None:
             at = (row.status_at - _EPOCH) // _MICROSECOND
-            latest[sid] = (at, row.status_arrival, Status.PENDING.value)
+            latest[sid] = (at, row.status_arrival, Status.PENDING.value, row.status_at)
     changed: set[str] = set()
     arrival_base = time.time_ns() // 1000
     add_row = prepared.rows.append
@@ -611,7 +611,7 @@ def prepare_flat_events(
         assert at_us is not None  # events without a UTC offset were refused above
         best = latest.get(shipment_id)
         if best is None or (at_us, arrival) >= best[:2]:
-            latest[shipment_id] = (at_us, arrival, status)
+            latest[shipment_id] = (at_us, arrival, status, occurred_at)
             changed.add(shipment_id)
     if to_seal:
         for subject, row_id, personal in to_seal:
@@ -619,8 +619,8 @@ def prepare_flat_events(
     # In shipment-id order, as the version bumps are: concurrent batches touching the
     # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [
-        {"sid": sid, "status": status, "at": _EPOCH + at * _MICROSECOND, "arrival": arrival}
-        for sid, (at, arrival, status) in sorted(latest.items())
+        {"sid": sid, "status": status, "at": stored_at, "arrival": arrival}
+        for sid, (_, arrival, status, stored_at) in sorted(latest.items())
         if sid in changed
     ]
     return prepared

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import (
     Connection,
@@ -172,8 +172,9 @@ def driver_executemany(
 ) -> None:
     """executemany of a prepared Core UPDATE straight on the driver (no per-row
     processing by SQLAlchemy). On SQLite the parameters bound to UtcDateTime columns
-    are turned into the text such a column holds; every other parameter is passed as
-    it is, so only text, integer and UTC timestamp parameters belong here."""
+    are turned into the text such a column holds (text given already in that form,
+    `sqlite_datetime`'s, is passed as it is); every other parameter is passed as it
+    is, so only text, integer and UTC timestamp parameters belong here."""
     if not params:
         return
     dialect = connection.dialect
@@ -194,7 +195,7 @@ def driver_executemany(
         merged = {**defaults, **row} if defaults else row
         values = [merged[name] for name in order]
         for i in stamps:
-            if values[i] is not None:
+            if values[i] is not None and not isinstance(values[i], str):
                 values[i] = sqlite_datetime(values[i])
         bound.append(tuple(values))
     connection.exec_driver_sql(sql, bound)
@@ -364,26 +365,49 @@ def insert_shipments(
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
 
 
+class HandledShipment(NamedTuple):
+    id: str
+    tenant_id: int
+    tracking_number: str
+    subject_id: str
+    status: str
+    status_at: datetime | None
+    status_arrival: int
+
+
 def shipments_handled_by(
     connection: Connection, tenant_id: int, numbers: Iterable[str]
-) -> list[AnyRow]:
-    """Shipments with these numbers that the tenant owns or is assigned to carry."""
+) -> list[HandledShipment]:
+    """Shipments with these numbers that the tenant owns or is assigned to carry.
+
+    Straight on the driver, as `_present` is: an ingest batch names up to a thousand
+    numbers, and building, compiling and processing the Core query and its rows cost
+    more than the indexed lookups. `status_at` goes through its column type's own
+    result processing."""
     wanted = sorted(set(numbers))
-    found: list[AnyRow] = []
-    for chunk in _chunks(wanted):
-        query = select(
-            shipments.c.id,
-            shipments.c.tenant_id,
-            shipments.c.tracking_number,
-            shipments.c.subject_id,
-            shipments.c.status,
-            shipments.c.status_at,
-            shipments.c.status_arrival,
-        ).where(
-            or_(shipments.c.tenant_id == tenant_id, shipments.c.carrier_tenant_id == tenant_id),
-            shipments.c.tracking_number.in_(chunk),
-        )
-        found.extend(connection.execute(query))
+    found: list[HandledShipment] = []
+    if not wanted:
+        return found
+    dialect = connection.dialect
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(shipments.c[name].name for name in HandledShipment._fields)
+    head = (
+        f"SELECT {columns} FROM {shipments.name} "  # noqa: S608 - names from the table
+        f"WHERE (tenant_id = {mark} OR carrier_tenant_id = {mark}) AND tracking_number IN ("
+    )
+    to_time = shipments.c.status_at.type._cached_result_processor(dialect, None)
+    make = HandledShipment._make
+    cursor = connection.connection.cursor()
+    try:
+        for chunk in _chunks(wanted):
+            marks = ", ".join([mark] * len(chunk))
+            cursor.execute(f"{head}{marks})", (tenant_id, tenant_id, *chunk))
+            for row in cursor.fetchall():
+                if to_time is not None and row[5] is not None:
+                    row = (*row[:5], to_time(row[5]), row[6])
+                found.append(make(row))
+    finally:
+        cursor.close()
     return found
 
 
