@@ -32,13 +32,14 @@ from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.shipments import (
+    EARLIEST,
     MAX_FUTURE_SKEW,
     Location,
     NewShipment,
     ScanEvent,
     event_problems,
 )
-from parcelvault.domain.statuses import Status
+from parcelvault.domain.statuses import STATUSES_WITH_REASON, Status
 from parcelvault.privacy.policy import Policy
 
 
@@ -465,6 +466,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _NO_CLOCK = datetime.max.replace(tzinfo=UTC)
 """`event_problems` at this "now" finds every problem but the one that needs a clock."""
 _SKEW_US = MAX_FUTURE_SKEW // _MICROSECOND
+_EARLIEST_US = (EARLIEST - _EPOCH) // _MICROSECOND
 IN_THE_FUTURE = FieldProblem(("time",), "is more than 10 minutes in the future")
 NOT_A_NUMBER = FieldProblem(("tracking_number",), "is not a tracking number")
 
@@ -477,11 +479,20 @@ def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bo
     location = event.location or _NO_LOCATION
     proof = event.proof
     reason = event.reason
+    at_us = None if offset is None else (occurred_at - _EPOCH) // _MICROSECOND
+    if (
+        at_us is not None
+        and at_us >= _EARLIEST_US
+        and (reason is None or event.status in STATUSES_WITH_REASON)
+    ):
+        problems: tuple[FieldProblem, ...] = ()  # what `event_problems` would find
+    else:
+        problems = tuple(event_problems(event, now=_NO_CLOCK))
     return (
         index,
         number_for_lookup(raw_number),
         event.event_id,
-        None if offset is None else (occurred_at - _EPOCH) // _MICROSECOND,
+        at_us,
         store.sqlite_datetime(occurred_at) if text_stamps and offset is not None else occurred_at,
         int(offset.total_seconds() // 60) if offset else 0,
         event.status.value,
@@ -492,7 +503,7 @@ def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bo
         location.city,
         location.facility,
         (proof.personal_values() or None) if proof else None,
-        tuple(event_problems(event, now=_NO_CLOCK)),
+        problems,
     )
 
 
