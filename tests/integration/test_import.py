@@ -294,6 +294,8 @@ def test_an_event_line_with_several_rule_problems_reports_each_time_first(
             _event(A, 2, time="1999-12-31T23:00:00+00:00", reason="customs"),
             _event(A, 3, time="1999-12-31T23:00:00+00:00"),
             _event(A, 4),
+            _event(A, 5, time="0001-01-01T00:30:00+01:00"),
+            _event(A, 6, time="9999-12-31T23:59:59-01:00"),
         ],
     )
     report = _import(any_vault, path)
@@ -303,6 +305,8 @@ def test_an_event_line_with_several_rule_problems_reports_each_time_first(
         (3, "time", "is before 2000-01-01"),
         (3, "reason", "only exception and failed_attempt events take a reason"),
         (4, "time", "is before 2000-01-01"),
+        (6, "time", "is before 2000-01-01"),
+        (7, "time", "is more than 10 minutes in the future"),
     ]
     assert report.events_accepted == 1
 

@@ -467,6 +467,7 @@ _NO_CLOCK = datetime.max.replace(tzinfo=UTC)
 """`event_problems` at this "now" finds every problem but the one that needs a clock."""
 _SKEW_US = MAX_FUTURE_SKEW // _MICROSECOND
 _EARLIEST_US = (EARLIEST - _EPOCH) // _MICROSECOND
+_LATEST_US = (_NO_CLOCK - _EPOCH) // _MICROSECOND
 IN_THE_FUTURE = FieldProblem(("time",), "is more than 10 minutes in the future")
 NOT_A_NUMBER = FieldProblem(("tracking_number",), "is not a tracking number")
 
@@ -488,12 +489,17 @@ def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bo
         problems: tuple[FieldProblem, ...] = ()  # what `event_problems` would find
     else:
         problems = tuple(event_problems(event, now=_NO_CLOCK))
+    stored_at: Any = occurred_at
+    if text_stamps and not problems and at_us is not None and at_us <= _LATEST_US:
+        # Only a time that can be stored is turned into text (a refused one may not
+        # even have a UTC form in datetime's range).
+        stored_at = store.sqlite_datetime(occurred_at)
     return (
         index,
         number_for_lookup(raw_number),
         event.event_id,
         at_us,
-        store.sqlite_datetime(occurred_at) if text_stamps and offset is not None else occurred_at,
+        stored_at,
         int(offset.total_seconds() // 60) if offset else 0,
         event.status.value,
         reason.value if reason else None,
