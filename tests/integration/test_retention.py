@@ -264,6 +264,22 @@ def test_a_second_run_finds_nothing_to_do(
     assert _all_rows(any_vault) == after_first
 
 
+def test_a_proof_arriving_after_retention_finished_is_removed_by_a_later_sweep(
+    any_vault: Vault, clock: Clock, shop: Principal, canaries: Canaries
+) -> None:
+    parcel = _ship(any_vault, shop, canaries, "LATEPROOF1")
+    _scan(any_vault, shop, parcel, Status.DELIVERED, T0)
+    clock.now = T0 + timedelta(days=95)
+    assert sweep(any_vault).shipments_changed == 1
+    assert _row(any_vault, parcel).retention_next_at is None
+    late = Proof(received_by=canaries.received_by, signature=canaries.signature)
+    _scan(any_vault, shop, parcel, Status.DELIVERED, T0 + timedelta(minutes=5), proof=late)
+    assert PROOF & _fields(any_vault, parcel) == {"proof.received_by", "proof.signature"}
+    report = sweep(any_vault)
+    assert report.removed["proof.received_by"] == 1
+    assert _fields(any_vault, parcel) == set()
+
+
 def test_batches_cover_every_due_shipment_once(
     any_vault: Vault, clock: Clock, shop: Principal, canaries: Canaries
 ) -> None:

@@ -599,6 +599,23 @@ def insert_events(
     # order, so concurrent batches cannot deadlock on PostgreSQL.
     driver_executemany(connection, _BUMP_VERSION, [{"sid": sid} for sid in touched])
     driver_executemany(connection, _ADVANCE_STATUS, status_updates)
+    proven = sorted({row[0] for row in event_rows if row[13]})
+    for chunk in _chunks(proven):
+        connection.execute(_RETENTION_AGAIN, {"ids": list(chunk)})
+
+
+RETENTION_DUE_AT_ONCE = datetime(2000, 1, 1, tzinfo=UTC)
+_RETENTION_AGAIN = (
+    update(shipments)
+    .where(
+        shipments.c.id.in_(bindparam("ids", expanding=True)),
+        shipments.c.retention_next_at.is_(None),
+        shipments.c.shredded.is_not(None),
+    )
+    .values(retention_next_at=RETENTION_DUE_AT_ONCE)
+)
+"""A proof of delivery arriving for a shipment that retention had finished with (a late
+scan) puts it back on the sweep's list, so the new values get their period too."""
 
 
 # --- access records ---------------------------------------------------------------
