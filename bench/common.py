@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,6 +46,28 @@ class Result:
     higher_is_better: bool = True
     rounds: tuple[float, ...] = ()
     ceiling_rounds: tuple[float, ...] = ()
+
+    @classmethod
+    def of_rounds(
+        cls,
+        name: str,
+        unit: str,
+        rounds: Sequence[float],
+        ceiling_rounds: Sequence[float],
+        ceiling_name: str,
+        **options: Any,
+    ) -> Result:
+        """The result whose figure and ceiling are the medians of their rounds."""
+        return cls(
+            name,
+            unit,
+            median(rounds),
+            median(ceiling_rounds),
+            ceiling_name,
+            rounds=tuple(rounds),
+            ceiling_rounds=tuple(ceiling_rounds),
+            **options,
+        )
 
     @property
     def ratio(self) -> float:

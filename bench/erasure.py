@@ -169,38 +169,32 @@ def run(workdir: Path, *, rounds: int, quick: bool) -> list[Result]:
             f"ceiling {ceilings[-1]:.2f} ms"
         )
     vault.engine.dispose()
-    ceiling = median(ceilings)
+    raw = "one raw commit on each store"
     return [
-        Result(
+        Result.of_rounds(
             f"erase a person with {shipments} shipments (shred)",
             "ms",
-            median(shred_big),
-            ceiling,
-            "one raw commit on each store",
+            shred_big,
+            ceilings,
+            raw,
             goal=GOAL_MS,
             higher_is_better=False,
-            rounds=tuple(shred_big),
-            ceiling_rounds=tuple(ceilings),
         ),
-        Result(
+        Result.of_rounds(
             "erase a person with 1 shipment (shred)",
             "ms",
-            median(shred_small),
-            ceiling,
-            "one raw commit on each store",
+            shred_small,
+            ceilings,
+            raw,
             goal=GOAL_MS,
             higher_is_better=False,
-            rounds=tuple(shred_small),
-            ceiling_rounds=tuple(ceilings),
         ),
-        Result(
+        Result.of_rounds(
             f"erasure clean-up, {shipments} shipments",
             "ms",
-            median(cleanup_big),
-            ceiling,
-            "one raw commit on each store",
+            cleanup_big,
+            ceilings,
+            raw,
             higher_is_better=False,
-            rounds=tuple(cleanup_big),
-            ceiling_rounds=tuple(ceilings),
         ),
     ]

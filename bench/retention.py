@@ -26,7 +26,6 @@ doing the same writes, measured in the same run.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import shutil
 import sqlite3
@@ -37,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import BenchError, Result, init_folder, log, median, service_env
+from bench.common import BenchError, Result, init_folder, log, service_env
 from parcelvault.services import retention
 from parcelvault.services.vault import build
 from parcelvault.settings import Settings
@@ -338,41 +337,23 @@ def run(workdir: Path, *, rounds: int, quick: bool = False) -> list[Result]:
         "sqlite3 executemany: the same DELETEs and UPDATEs, ids known in advance, "
         f"{BATCH:,} shipments a transaction"
     )
+    sweep_name = f"Retention sweep, {size} shipments never looked at, {expect_removed:,} values"
     return [
-        Result(
-            name=f"Retention sweep, {size} shipments never looked at, {expect_removed:,} values",
-            unit="shipments/s",
-            value=median(sweep_rates),
-            ceiling=median(ceiling_rates),
-            ceiling_name=raw_name,
-            goal=GOAL,
-            rounds=tuple(sweep_rates),
-            ceiling_rounds=tuple(ceiling_rates),
+        Result.of_rounds(
+            sweep_name, "shipments/s", sweep_rates, ceiling_rates, raw_name, goal=GOAL
         ),
-        Result(
-            name=f"Retention decisions only (--dry-run), {size} shipments",
-            unit="shipments/s",
-            value=median(dry_rates),
-            ceiling=median(ceiling_rates),
-            ceiling_name=raw_name,
-            rounds=tuple(dry_rates),
-            ceiling_rounds=tuple(ceiling_rates),
+        Result.of_rounds(
+            f"Retention decisions only (--dry-run), {size} shipments",
+            "shipments/s",
+            dry_rates,
+            ceiling_rates,
+            raw_name,
         ),
-        Result(
-            name=f"Retention sweep with nothing due, over {size} shipments",
-            unit="shipments/s",
-            value=median(idle_rates),
-            ceiling=median(ceiling_rates),
-            ceiling_name=raw_name,
-            rounds=tuple(idle_rates),
-            ceiling_rounds=tuple(ceiling_rates),
+        Result.of_rounds(
+            f"Retention sweep with nothing due, over {size} shipments",
+            "shipments/s",
+            idle_rates,
+            ceiling_rates,
+            raw_name,
         ),
     ]
-
-
-if __name__ == "__main__":  # pragma: no cover - manual runs
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="parcelvault-bench-") as tmp:
-        for result in run(Path(tmp), rounds=1, quick=bool(os.environ.get("QUICK"))):
-            log(f"{result.name}: {result.value:,.0f} {result.unit} (ceiling {result.ceiling:,.0f})")
