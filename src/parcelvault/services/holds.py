@@ -8,8 +8,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from parcelvault.adapters.db.tables import legal_holds, shipments
 from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
@@ -46,43 +47,34 @@ class UnderHold(Conflict):
         self.holds = list(holds)
 
 
+_HOLDS = (
+    select(legal_holds, shipments.c.tracking_number)
+    .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
+    .order_by(legal_holds.c.id)
+)
+_ACTIVE = _HOLDS.where(legal_holds.c.released_at.is_(None))
+
+
+def _hold(row: Row[Any]) -> Hold:
+    return Hold(
+        row.id, row.shipment_id, row.tracking_number, row.case_ref, row.placed_by, row.placed_at
+    )
+
+
 def active_holds(connection: Connection, shipment_ids: Iterable[str]) -> list[Hold]:
     wanted = sorted(set(shipment_ids))
     found: list[Hold] = []
     for start in range(0, len(wanted), IN_CHUNK):
-        query = (
-            select(legal_holds, shipments.c.tracking_number)
-            .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
-            .where(
-                legal_holds.c.shipment_id.in_(wanted[start : start + IN_CHUNK]),
-                legal_holds.c.released_at.is_(None),
-            )
-            .order_by(legal_holds.c.id)
-        )
-        found.extend(
-            Hold(r.id, r.shipment_id, r.tracking_number, r.case_ref, r.placed_by, r.placed_at)
-            for r in connection.execute(query)
-        )
+        chunk = wanted[start : start + IN_CHUNK]
+        query = _ACTIVE.where(legal_holds.c.shipment_id.in_(chunk))
+        found.extend(_hold(r) for r in connection.execute(query))
     return found
 
 
 def active_holds_of_subject(connection: Connection, subject_id: str) -> list[Hold]:
     """The active holds on any shipment of a subject (one query, however many)."""
-    query = (
-        select(legal_holds, shipments.c.tracking_number)
-        .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
-        .where(shipments.c.subject_id == subject_id, legal_holds.c.released_at.is_(None))
-        .order_by(legal_holds.c.id)
-    )
-    return [
-        Hold(r.id, r.shipment_id, r.tracking_number, r.case_ref, r.placed_by, r.placed_at)
-        for r in connection.execute(query)
-    ]
-
-
-def held_shipment_ids(connection: Connection) -> set[str]:
-    query = select(legal_holds.c.shipment_id).where(legal_holds.c.released_at.is_(None))
-    return set(connection.execute(query).scalars())
+    query = _ACTIVE.where(shipments.c.subject_id == subject_id)
+    return [_hold(r) for r in connection.execute(query)]
 
 
 def place(
@@ -113,11 +105,7 @@ def place(
 def release(*, vault: Vault, hold_id: int, released_by: str) -> Hold:
     now = vault.clock()
     with vault.writing(), vault.engine.begin() as connection:
-        row = connection.execute(
-            select(legal_holds, shipments.c.tracking_number)
-            .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
-            .where(legal_holds.c.id == hold_id)
-        ).first()
+        row = connection.execute(_HOLDS.where(legal_holds.c.id == hold_id)).first()
         if row is None:
             raise NotFound()
         if row.released_at is not None:
@@ -127,9 +115,7 @@ def release(*, vault: Vault, hold_id: int, released_by: str) -> Hold:
             .where(legal_holds.c.id == hold_id)
             .values(released_at=now, released_by=released_by)
         )
-        return Hold(
-            row.id, row.shipment_id, row.tracking_number, row.case_ref, row.placed_by, row.placed_at
-        )
+        return _hold(row)
 
 
 @dataclass(frozen=True)
@@ -141,19 +127,6 @@ class HoldLine:
 
 def list_holds(*, vault: Vault, include_released: bool = False) -> list[HoldLine]:
     """Holds in the order they were placed; active ones only unless asked."""
-    query = (
-        select(legal_holds, shipments.c.tracking_number)
-        .join(shipments, shipments.c.id == legal_holds.c.shipment_id)
-        .order_by(legal_holds.c.id)
-    )
-    if not include_released:
-        query = query.where(legal_holds.c.released_at.is_(None))
+    query = _HOLDS if include_released else _ACTIVE
     with vault.engine.connect() as connection:
-        return [
-            HoldLine(
-                Hold(r.id, r.shipment_id, r.tracking_number, r.case_ref, r.placed_by, r.placed_at),
-                r.released_at,
-                r.released_by,
-            )
-            for r in connection.execute(query)
-        ]
+        return [HoldLine(_hold(r), r.released_at, r.released_by) for r in connection.execute(query)]
