@@ -97,50 +97,67 @@ def erase_subject(
         holds = active_holds_of_subject(connection, subject_id)
         if holds:
             raise UnderHold(holds, "erasure")
-        count = connection.execute(
-            select(func.count()).where(shipments.c.subject_id == subject_id)
-        ).scalar_one()
         destroyed = vault.keystore.destroy(subject_id, now=now)
         key_id = destroyed.key_id if destroyed is not None else subject.key_id
-        if key_id is None:
-            key_id = secrets.token_hex(16)
-        connection.execute(
-            insert(erasures).values(
-                id=receipt_id,
-                key_id=key_id,
-                at=now,
-                requested_by=requested_by,
-                shipments=count,
-                cleaned_at=None,
-            )
-        )
-        connection.execute(
-            update(subjects).where(subjects.c.id == subject_id).values(erased_at=now)
-        )
-        connection.execute(
-            update(shipments)
-            .where(shipments.c.subject_id == subject_id)
-            .values(version=shipments.c.version + 1)
-        )
-        connection.execute(
-            update(subject_sessions)
-            .where(
-                subject_sessions.c.subject_id == subject_id, subject_sessions.c.ended_at.is_(None)
-            )
-            .values(ended_at=now)
-        )
-        ledger_log.enqueue(
+        count = _record_shred(
             connection,
-            kind="erasure",
-            body={"erasure": receipt_id, "at": now.isoformat(), "shipments": count},
-            subject_id=None,
-            ref=_ledger_ref(receipt_id),
+            receipt_id=receipt_id,
+            subject_id=subject_id,
+            key_id=key_id or secrets.token_hex(16),
+            requested_by=requested_by,
             now=now,
         )
     log.info("subject erased", extra={"erasure": receipt_id, "shipments": count})
     if clean_up:
         clean_up_erasure(vault=vault, receipt_id=receipt_id)
     return ErasureReceipt(receipt_id, now, count, _ledger_ref(receipt_id))
+
+
+def _record_shred(
+    connection: Connection,
+    *,
+    receipt_id: str,
+    subject_id: str,
+    key_id: str,
+    requested_by: str,
+    now: datetime,
+) -> int:
+    """The database's half of step 1, once the key is gone: the receipt, the subject
+    marked erased, every shipment's version advanced (no cached view or snapshot
+    survives), sessions ended, the ledger entry queued. Returns the shipment count."""
+    count: int = connection.execute(
+        select(func.count()).where(shipments.c.subject_id == subject_id)
+    ).scalar_one()
+    connection.execute(
+        insert(erasures).values(
+            id=receipt_id,
+            key_id=key_id,
+            at=now,
+            requested_by=requested_by,
+            shipments=count,
+            cleaned_at=None,
+        )
+    )
+    connection.execute(update(subjects).where(subjects.c.id == subject_id).values(erased_at=now))
+    connection.execute(
+        update(shipments)
+        .where(shipments.c.subject_id == subject_id)
+        .values(version=shipments.c.version + 1)
+    )
+    connection.execute(
+        update(subject_sessions)
+        .where(subject_sessions.c.subject_id == subject_id, subject_sessions.c.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+    ledger_log.enqueue(
+        connection,
+        kind="erasure",
+        body={"erasure": receipt_id, "at": now.isoformat(), "shipments": count},
+        subject_id=None,
+        ref=_ledger_ref(receipt_id),
+        now=now,
+    )
+    return count
 
 
 def clean_up_erasure(*, vault: Vault, receipt_id: str) -> None:
@@ -282,35 +299,18 @@ def reconcile(*, vault: Vault) -> ReconcileReport:
     unreceipted = sorted(destroyed - set(receipted))
     recovered = 0
     with vault.writing(), vault.engine.begin() as connection:
-        for start in range(0, len(unreceipted), 500):
-            chunk = unreceipted[start : start + 500]
+        for start in range(0, len(unreceipted), CHUNK):
+            chunk = unreceipted[start : start + CHUNK]
             rows = connection.execute(
                 select(subjects.c.id, subjects.c.key_id).where(subjects.c.key_id.in_(chunk))
             ).all()
             for row in rows:
-                ids = shipment_ids_of(connection, row.id)
-                receipt_id = secrets.token_hex(16)
-                connection.execute(
-                    insert(erasures).values(
-                        id=receipt_id,
-                        key_id=row.key_id,
-                        at=now,
-                        requested_by="reconcile",
-                        shipments=len(ids),
-                        cleaned_at=None,
-                    )
-                )
-                connection.execute(
-                    update(shipments)
-                    .where(shipments.c.subject_id == row.id)
-                    .values(version=shipments.c.version + 1)
-                )
-                ledger_log.enqueue(
+                _record_shred(
                     connection,
-                    kind="erasure",
-                    body={"erasure": receipt_id, "at": now.isoformat(), "shipments": len(ids)},
-                    subject_id=None,
-                    ref=_ledger_ref(receipt_id),
+                    receipt_id=secrets.token_hex(16),
+                    subject_id=row.id,
+                    key_id=row.key_id,
+                    requested_by="reconcile",
                     now=now,
                 )
                 recovered += 1
