@@ -46,6 +46,7 @@ from sqlalchemy import (
 )
 
 from parcelvault.adapters.db.engine import make_engine
+from parcelvault.adapters.db.store import insert_ignoring_duplicates
 from parcelvault.adapters.db.tables import UtcDateTime
 
 KEYSTORE_FILE = "subject-keys.db"
@@ -174,16 +175,8 @@ class KeyStore:
             }
             for k in keys
         ]
-        statement = insert(data_keys)
-        dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            statement = statement.prefix_with("OR IGNORE")
-        elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            statement = pg_insert(data_keys).on_conflict_do_nothing()
         with self.engine.begin() as connection:
-            connection.execute(statement, rows)
+            connection.execute(insert_ignoring_duplicates(connection, data_keys), rows)
         return self.get(k.subject_id for k in keys)
 
     def destroy(self, subject_id: str, *, now: datetime) -> StoredKey | None:
