@@ -12,20 +12,13 @@ from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
 from parcelvault.adapters.db.tables import access_records, consents, shipments
-from parcelvault.crypto import keyed_hash
 from parcelvault.domain.errors import NotFound
 from parcelvault.entrypoints.api.app import create_app
 from parcelvault.entrypoints.cli import app as cli
 from parcelvault.services import erasure, export, holds, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
-from tests.integration.test_erasure import _ship
-
-
-def _subject(vault: Vault, canaries: Canaries) -> str:
-    subject = keyed_hash.subject_id(vault.keyring.lookup_key, email=canaries.email, phone=None)
-    assert subject is not None
-    return subject
+from tests.integration.test_erasure import _ship, _subject
 
 
 def _count_access(vault: Vault) -> int:
