@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import KeyFolderError, Keyring, Keys, create_key_folder
-from parcelvault.crypto.sealing import SealError, associated_data, open_sealed, seal
+from parcelvault.crypto.sealing import SealError, associated_data, open_records, open_sealed, seal
 
 
 @pytest.fixture
@@ -121,3 +121,19 @@ def test_a_service_secret_opens_only_for_its_own_purpose(tmp_path: Path) -> None
     assert keyring.open_secret(sealed, "totp:7") == b"totp-seed"
     with pytest.raises(SealError):
         keyring.open_secret(sealed, "totp:8")
+
+
+def test_open_records_groups_values_by_record_and_names_what_failed_to_open() -> None:
+    cipher = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    class Row:
+        def __init__(self, record_id: str, field: str, value: bytes) -> None:
+            self.record_id, self.field, self.value = record_id, field, value
+
+    good = Row(
+        "r1", "recipient.name", seal(cipher, "Ann", associated_data("s", "r1", "recipient.name"))
+    )
+    moved = Row("r2", "recipient.name", good.value)
+    opened, failed = open_records(cipher, "s", [good, moved])
+    assert opened == {"r1": {"recipient.name": "Ann"}}
+    assert failed == [("r2", "recipient.name")]

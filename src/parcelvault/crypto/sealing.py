@@ -9,6 +9,8 @@ subject fails to open instead of being shown as someone else's data.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -38,3 +40,20 @@ def open_sealed(cipher: AESGCM, sealed: bytes, ad: bytes) -> str:
     except InvalidTag as exc:
         raise SealError("sealed value failed authentication") from exc
     return plain.decode()
+
+
+def open_records(
+    cipher: AESGCM, subject_id: str, rows: Iterable[Any]
+) -> tuple[dict[str, dict[str, str]], list[tuple[str, str]]]:
+    """Open sealed rows (with `record_id`, `field`, `value`) of one subject into
+    record id -> field -> value; also the (record id, field) of each row that failed to
+    open, for the caller to report (a failure names no value)."""
+    opened: dict[str, dict[str, str]] = {}
+    failed: list[tuple[str, str]] = []
+    for row in rows:
+        ad = associated_data(subject_id, row.record_id, row.field)
+        try:
+            opened.setdefault(row.record_id, {})[row.field] = open_sealed(cipher, row.value, ad)
+        except SealError:
+            failed.append((row.record_id, row.field))
+    return opened, failed

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, delete, select, update
 from parcelvault.adapters.db import store
 from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
 from parcelvault.crypto import keyed_hash
-from parcelvault.crypto.sealing import SealError, associated_data, open_sealed, seal
+from parcelvault.crypto.sealing import associated_data, open_records, seal
 from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
 from parcelvault.domain.statuses import Status
 from parcelvault.services.consent import SOURCE
@@ -195,13 +195,6 @@ def _opened(
 ) -> dict[str, str]:
     """The current values of the correctable fields (a value that fails to open counts
     as different from anything asked for)."""
-    opened: dict[str, str] = {}
-    for row in store.sealed_of_records(connection, [record_id]):
-        if row.field not in CORRECTABLE:
-            continue
-        try:
-            ad = associated_data(subject_id, record_id, row.field)
-            opened[row.field] = open_sealed(cipher, row.value, ad)
-        except SealError:
-            continue
-    return opened
+    rows = [r for r in store.sealed_of_records(connection, [record_id]) if r.field in CORRECTABLE]
+    opened, _ = open_records(cipher, subject_id, rows)
+    return opened.get(record_id, {})

@@ -14,6 +14,7 @@ subjects export`) is one access record per shipment, purpose `subject_request`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -25,12 +26,14 @@ from sqlalchemy import Connection, select
 from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import AnyRow
 from parcelvault.adapters.db.tables import access_records, consents, shipments, tenants
-from parcelvault.crypto.sealing import SealError, associated_data, open_sealed
+from parcelvault.crypto.sealing import open_records
 from parcelvault.domain.errors import NotFound
 from parcelvault.privacy.access import AccessRecord
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.ledger_views import _actors
 from parcelvault.services.vault import Vault
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "parcelvault-export/1"
 OPERATOR_TIER = "admin"
@@ -49,14 +52,9 @@ def _opened(
     key = vault.keystore.get_one(subject_id)
     if key is None:
         return {}, False
-    cipher = vault.keyring.unwrap(key.wrapped, subject_id)
-    opened: dict[str, dict[str, str]] = {}
-    for row in sealed:
-        ad = associated_data(subject_id, row.record_id, row.field)
-        try:
-            opened.setdefault(row.record_id, {})[row.field] = open_sealed(cipher, row.value, ad)
-        except SealError:
-            continue
+    opened, failed = open_records(vault.keyring.unwrap(key.wrapped, subject_id), subject_id, sealed)
+    for record_id, name in failed:
+        log.warning("sealed value failed to open", extra={"record": record_id, "field": name})
     return opened, True
 
 
