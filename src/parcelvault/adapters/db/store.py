@@ -273,32 +273,28 @@ def list_tenants(connection: Connection) -> Sequence[AnyRow]:
 # --- subjects -------------------------------------------------------------------
 
 
+def _upsert_subjects(dialect_insert: Any) -> Insert:
+    statement = dialect_insert(subjects).values(
+        id=bindparam("id"), key_id=bindparam("key_id"), created_at=bindparam("created_at")
+    )
+    upsert: Insert = statement.on_conflict_do_update(
+        index_elements=[subjects.c.id],
+        set_={"key_id": statement.excluded.key_id, "erased_at": null()},
+        where=or_(subjects.c.key_id.is_(None), subjects.c.key_id != statement.excluded.key_id),
+    )
+    return upsert
+
+
+_UPSERT_SUBJECTS = {
+    "sqlite": _upsert_subjects(sqlite.insert),
+    "postgresql": _upsert_subjects(postgresql.insert),
+}
+
+
 def upsert_subjects(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert subjects (`id`, `key_id`, `created_at`); a subject already present (one
     whose earlier key was destroyed) takes the new key id and is no longer erased."""
-    if not rows:
-        return
-    cache_key = ("subjects-upsert", connection.dialect.name, False, ())
-    if cache_key not in _COMPILED:
-        dialect_insert = (
-            postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-        )
-        statement = dialect_insert(subjects).values(
-            id=bindparam("id"), key_id=bindparam("key_id"), created_at=bindparam("created_at")
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[subjects.c.id],
-            set_={"key_id": statement.excluded.key_id, "erased_at": null()},
-            where=or_(subjects.c.key_id.is_(None), subjects.c.key_id != statement.excluded.key_id),
-        )
-        compiled = statement.compile(dialect=connection.dialect)
-        _COMPILED[cache_key] = (str(compiled), tuple(compiled.positiontup or ()))
-    sql, order = _COMPILED[cache_key]
-    if connection.dialect.paramstyle == "qmark":
-        params: Any = _sqlite_rows(subjects, order, rows)
-    else:
-        params = rows
-    connection.exec_driver_sql(sql, params)
+    driver_executemany(connection, _UPSERT_SUBJECTS[connection.dialect.name], rows)
 
 
 def legacy_wrapped_keys(connection: Connection, limit: int) -> list[AnyRow]:
