@@ -24,7 +24,7 @@ key was first put to use and when `keys retire` deleted it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,11 +46,10 @@ from sqlalchemy import (
 )
 
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.adapters.db.store import insert_ignoring_duplicates
+from parcelvault.adapters.db.store import chunks, insert_ignoring_duplicates
 from parcelvault.adapters.db.tables import UtcDateTime
 
 KEYSTORE_FILE = "subject-keys.db"
-CHUNK = 500
 
 keystore_metadata = MetaData()
 
@@ -123,11 +122,6 @@ def kek_of(wrapped: bytes) -> int:
     return 1
 
 
-def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(values), CHUNK):
-        yield values[start : start + CHUNK]
-
-
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -148,7 +142,7 @@ class KeyStore:
         wanted = sorted(set(subject_ids))
         found: dict[str, StoredKey] = {}
         with self.engine.connect() as connection:
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 query = select(data_keys).where(data_keys.c.subject_id.in_(chunk))
                 for row in connection.execute(query):
                     found[row.subject_id] = StoredKey(
@@ -199,7 +193,7 @@ class KeyStore:
         removed = 0
         with self.engine.begin() as connection:
             known = set(connection.execute(select(destroyed_keys.c.key_id)).scalars())
-            for chunk in _chunks(wanted):
+            for chunk in chunks(wanted):
                 result = connection.execute(delete(data_keys).where(data_keys.c.key_id.in_(chunk)))
                 removed += result.rowcount
             fresh = [{"key_id": k, "destroyed_at": now} for k in wanted if k not in known]

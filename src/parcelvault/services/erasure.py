@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import (
     access_records,
     consents,
@@ -54,7 +55,6 @@ from parcelvault.services.vault import Vault
 log = logging.getLogger(__name__)
 
 TOMBSTONE_PREFIX = "erased-"
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,7 @@ def _delete_sealed(connection: Connection, subject_id: str) -> None:
         .where(shipments.c.subject_id == subject_id, events.c.has_proof.is_(True))
     ).all()
     records = shipment_ids + [event_row_id(p.tenant_id, p.event_id) for p in proofs]
-    for start in range(0, len(records), CHUNK):
-        chunk = records[start : start + CHUNK]
+    for chunk in chunks(records):
         connection.execute(delete(sealed_fields).where(sealed_fields.c.record_id.in_(chunk)))
 
 
@@ -299,8 +298,7 @@ def reconcile(*, vault: Vault) -> ReconcileReport:
     unreceipted = sorted(destroyed - set(receipted))
     recovered = 0
     with vault.writing(), vault.engine.begin() as connection:
-        for start in range(0, len(unreceipted), CHUNK):
-            chunk = unreceipted[start : start + CHUNK]
+        for chunk in chunks(unreceipted):
             rows = connection.execute(
                 select(subjects.c.id, subjects.c.key_id).where(subjects.c.key_id.in_(chunk))
             ).all()

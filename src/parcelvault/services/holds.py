@@ -12,13 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import legal_holds, shipments
 from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from parcelvault.services.tracking import find_shipment
 from parcelvault.services.vault import Vault
 
 CASE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/#:-]{0,99}$")
-IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,8 @@ def _hold(row: Row[Any]) -> Hold:
 
 
 def active_holds(connection: Connection, shipment_ids: Iterable[str]) -> list[Hold]:
-    wanted = sorted(set(shipment_ids))
     found: list[Hold] = []
-    for start in range(0, len(wanted), IN_CHUNK):
-        chunk = wanted[start : start + IN_CHUNK]
+    for chunk in chunks(sorted(set(shipment_ids))):
         query = _ACTIVE.where(legal_holds.c.shipment_id.in_(chunk))
         found.extend(_hold(r) for r in connection.execute(query))
     return found

@@ -201,7 +201,8 @@ def driver_executemany(
     connection.exec_driver_sql(sql, bound)
 
 
-def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    """`values` in slices small enough for one `IN (...)` list on every database."""
     for start in range(0, len(values), IN_CHUNK):
         yield values[start : start + IN_CHUNK]
 
@@ -250,7 +251,7 @@ def api_key_owner(connection: Connection, key_hash: bytes) -> AnyRow | None:
 def tenant_ids_by_name(connection: Connection, names: Iterable[str]) -> dict[str, int]:
     wanted = sorted(set(names))
     found: dict[str, int] = {}
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         query = select(tenants.c.name, tenants.c.id).where(tenants.c.name.in_(chunk))
         found.update({row.name: row.id for row in connection.execute(query)})
     return found
@@ -327,7 +328,7 @@ def _present(
     head = f"SELECT {name} FROM {table.name} WHERE tenant_id = {mark} AND {name} IN ("  # noqa: S608
     cursor = connection.connection.cursor()
     try:
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             cursor.execute(head + ", ".join([mark] * len(chunk)) + ")", (tenant_id, *chunk))
             found.update(row[0] for row in cursor.fetchall())
     finally:
@@ -346,7 +347,7 @@ def tracking_numbers_of_others(
 ) -> set[str]:
     wanted = sorted(set(numbers))
     found: set[str] = set()
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         query = select(shipments.c.tracking_number).where(
             shipments.c.tenant_id != tenant_id, shipments.c.tracking_number.in_(chunk)
         )
@@ -395,7 +396,7 @@ def shipments_handled_by(
     make = HandledShipment._make
     cursor = connection.connection.cursor()
     try:
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             marks = ", ".join([mark] * len(chunk))
             cursor.execute(f"{head}{marks})", (tenant_id, tenant_id, *chunk))
             for row in cursor.fetchall():
@@ -596,7 +597,7 @@ def insert_events(
     driver_executemany(connection, _BUMP_VERSION, [{"sid": sid} for sid in touched])
     driver_executemany(connection, _ADVANCE_STATUS, status_updates)
     proven = sorted({row[0] for row in event_rows if row[13]})
-    for chunk in _chunks(proven):
+    for chunk in chunks(proven):
         connection.execute(_RETENTION_AGAIN, {"ids": list(chunk)})
 
 
