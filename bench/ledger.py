@@ -40,10 +40,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, insert, select
 
 from bench.common import BenchError, Result, init_folder, log, median, service_env
 from parcelvault.adapters.db.engine import make_engine
+from parcelvault.adapters.db.tables import consents, ledger_refs
 from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger import merkle
 
@@ -103,7 +104,9 @@ _SUBJECT_IDS = [f"{random.Random(3).getrandbits(256) ^ n:064x}" for n in range(S
 
 def entries(count: int, *, first: int, rng: random.Random, now: datetime) -> list[Entry]:
     """Queue entries shaped like consent records (~230-byte canonical bodies), for
-    SUBJECTS data subjects with random ids, as the subject index sees them."""
+    SUBJECTS data subjects with random ids; nine in ten are consents (ref
+    `consent:<n>`), the others erasures, key rotations and policy changes (ref
+    `<kind>:<n>`, kept in `ledger_refs`)."""
     at = now.isoformat()
     out = []
     for n in range(first, first + count):
@@ -132,8 +135,8 @@ def _raw(path: Path) -> sqlite3.Connection:
 
 
 ENTRY_INSERT = (
-    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, subject_id, ref, "
-    "created_at, sequenced_at, erased_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, "
+    "created_at, sequenced_at, erased_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 NODE_INSERT = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
 
@@ -159,9 +162,7 @@ def build_log(
                 tree.append(leaf)
                 leaves.append(leaf)
                 data.append(ledger_log.leaf_data(item.kind, salt, body))
-                rows.append(
-                    (n, item.kind, leaf, body, salt, item.subject_id, item.ref, stamp, stamp, None)
-                )
+                rows.append((n, item.kind, leaf, body, salt, stamp, stamp, None))
             connection.execute("BEGIN")
             connection.executemany(ENTRY_INSERT, rows)
             connection.execute("COMMIT")
@@ -465,13 +466,13 @@ def _verify_proofs(
 
 BARE_DDL = """
 CREATE TABLE ledger_entries (
-    idx INTEGER, kind TEXT, leaf_hash BLOB, body BLOB, salt BLOB, subject_id TEXT,
-    ref TEXT, created_at TEXT, sequenced_at TEXT, erased_at TEXT
+    idx INTEGER, kind TEXT, leaf_hash BLOB, body BLOB, salt BLOB,
+    created_at TEXT, sequenced_at TEXT, erased_at TEXT
 );
 CREATE TABLE ledger_nodes (level INTEGER, idx INTEGER, hash BLOB);
 """
 
-Stored = tuple[str, bytes, bytes, str, str]  # kind, body, salt, subject_id, ref
+Stored = tuple[str, bytes, bytes]  # kind, body, salt
 
 
 def ceiling_appends(
@@ -493,12 +494,10 @@ def ceiling_appends(
             for first in range(0, len(items), BATCH):
                 entry_rows = []
                 node_rows = []
-                for n, (kind, body, salt, subject, ref) in enumerate(
-                    items[first : first + BATCH], first
-                ):
+                for n, (kind, body, salt) in enumerate(items[first : first + BATCH], first):
                     data = prefix + kind.encode() + b"\n" + sha(salt + body).digest()
                     leaf = sha(b"\x00" + data).digest()
-                    entry_rows.append((n, kind, leaf, body, salt, subject, ref, stamp, stamp, None))
+                    entry_rows.append((n, kind, leaf, body, salt, stamp, stamp, None))
                     current, level, index = leaf, 0, n
                     while index & 1:
                         current = sha(b"\x01" + pending[level] + current).digest()
@@ -548,6 +547,23 @@ def append_round(
         start = ledger_log.size(connection)
     batch = entries(count, first=start, rng=random.Random(seed), now=now)
     with engine.begin() as connection:
+        # the consent rows the consent entries record, placed by the sequencer too
+        connection.execute(
+            insert(consents),
+            [
+                {
+                    "id": int(item.ref.removeprefix(ledger_log.CONSENT_REF_PREFIX)),
+                    "subject_id": item.subject_id,
+                    "purpose": item.body["purpose"],
+                    "granted": item.body["granted"],
+                    "notice_version": "bench",
+                    "source": "recipient_api",
+                    "at": now,
+                }
+                for item in batch
+                if item.kind == "consent"
+            ],
+        )
         for item in batch:
             ledger_log.enqueue(
                 connection,
@@ -567,11 +583,12 @@ def append_round(
         raise BenchError(f"the sequencer appended {appended:,} entries of {count:,}")
     rows = _count_rows(db) - rows_before
     stored = _check_appended(engine, db, tree, start=start, count=count)
+    _check_placed(engine, batch, start=start)
 
     # pymerkle: the same leaf data, computed from the same kind, salt and body
     pm_started = time.perf_counter()
     pm_tree.append_entries(
-        (ledger_log.leaf_data(kind, salt, body) for kind, body, salt, _, _ in stored),
+        (ledger_log.leaf_data(kind, salt, body) for kind, body, salt in stored),
         chunksize=BATCH,
     )
     pm_per_s = count / (time.perf_counter() - pm_started)
@@ -582,6 +599,31 @@ def append_round(
     bare, ceiling_rows = ceiling_appends(stored, BARE_DDL, workdir, stamp)
     keyed, _ = ceiling_appends(stored, ddl, workdir, stamp)
     return AppendRound(count / seconds, seconds, rows, bare, keyed, ceiling_rows, pm_per_s)
+
+
+def _check_placed(engine: Engine, batch: Sequence[Entry], *, start: int) -> None:
+    """Every consent row names its entry's index; every other reference is in
+    `ledger_refs` with its entry's index."""
+    with engine.connect() as connection:
+        placed = dict(
+            connection.execute(
+                select(consents.c.id, consents.c.ledger_index).where(
+                    consents.c.ledger_index >= start
+                )
+            ).all()
+        )
+        refs = dict(
+            connection.execute(
+                select(ledger_refs.c.ref, ledger_refs.c.idx).where(ledger_refs.c.idx >= start)
+            ).all()
+        )
+    for index, item in enumerate(batch, start):
+        if item.kind == "consent":
+            found = placed.get(int(item.ref.removeprefix(ledger_log.CONSENT_REF_PREFIX)))
+        else:
+            found = refs.get(item.ref)
+        if found != index:
+            raise BenchError(f"entry {index} ({item.ref}) was placed as {found}")
 
 
 def _count_rows(db: Path) -> int:
@@ -604,14 +646,14 @@ def _check_appended(
     connection = sqlite3.connect(db)
     try:
         stored = connection.execute(
-            "SELECT idx, kind, leaf_hash, body, salt, subject_id, ref FROM ledger_entries "
+            "SELECT idx, kind, leaf_hash, body, salt FROM ledger_entries "
             "WHERE idx >= ? ORDER BY idx",
             (start,),
         ).fetchall()
         if [row[0] for row in stored] != list(range(start, size)):
             raise BenchError("the sequencer's entries are not numbered consecutively")
         sha = hashlib.sha256
-        for _, kind, leaf, body, salt, _, _ in stored:
+        for _, kind, leaf, body, salt in stored:
             data = ledger_log.LEAF_PREFIX + kind.encode() + b"\n" + sha(salt + body).digest()
             if sha(b"\x00" + data).digest() != leaf:
                 raise BenchError("a sequenced leaf hash does not match its kind, salt and body")
@@ -634,7 +676,7 @@ def _check_appended(
     with engine.connect() as conn:
         if ledger_log.root(conn, size) != tree.root():
             raise BenchError("the log's root after sequencing differs from the in-memory tree")
-    return [(kind, body, salt, subject, ref) for _, kind, _, body, salt, subject, ref in stored]
+    return [(kind, body, salt) for _, kind, _, body, salt in stored]
 
 
 # --- the benchmark -------------------------------------------------------------------------

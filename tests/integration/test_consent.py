@@ -306,8 +306,11 @@ def test_every_change_becomes_a_sequenced_ledger_entry_naming_no_one(
         ("notify_email", False),
     ]
     assert [b["consent"] for b in bodies] == [c.id for c in history]
-    assert {e.subject_id for e in entries} == {subject}
-    assert [e.ref for e in entries] == [f"consent:{c.id}" for c in history]
+    assert {b["subject"] for b in bodies} == {subject}
+    assert [c.id for c in history] == [b["consent"] for b in bodies]
+    with any_vault.engine.connect() as connection:
+        placed_at = dict(connection.execute(select(consents.c.id, consents.c.ledger_index)).all())
+    assert [placed_at[c.id] for c in history] == [e.idx for e in entries]
     for entry, body in zip(entries, bodies, strict=True):
         assert set(body) == {
             "consent",

@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 from parcelvault.adapters.db.tables import (
     access_records,
     erasures,
+    events,
     ledger_entries,
     sealed_fields,
     shipments,
@@ -25,7 +27,7 @@ from parcelvault.crypto.keystore import KeyStore, default_url
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger.keys import create_signer, load_signer
-from parcelvault.services import erasure, export, holds, ledger_audit, tenants
+from parcelvault.services import consent, erasure, export, holds, ledger_audit, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
 
@@ -91,6 +93,86 @@ def test_erasure_makes_every_personal_value_unreadable_and_keeps_the_journey(
         ).all()
         assert about
         assert all(row.body is None and row.salt is None for row in about)
+
+
+def _bodies_by_kind(vault: Vault) -> dict[str, list[bytes | None]]:
+    with vault.engine.connect() as connection:
+        rows = connection.execute(
+            select(ledger_entries.c.kind, ledger_entries.c.body).order_by(ledger_entries.c.idx)
+        ).all()
+    found: dict[str, list[bytes | None]] = {}
+    for kind, body in rows:
+        found.setdefault(kind, []).append(body)
+    return found
+
+
+def _give(vault: Vault, subject: str, purpose: str) -> None:
+    consent.set_consent(
+        vault=vault,
+        subject_id=subject,
+        purpose=purpose,
+        granted=True,
+        notice_version=consent.current_notice_version(vault.policy),
+        source="recipient_api",
+    )
+
+
+def test_entries_about_the_subject_lose_their_bodies_whether_placed_before_or_after_erasure(
+    any_client: TestClient, any_vault: Vault, any_shop_key: str, canaries: Canaries
+) -> None:
+    number = _ship(any_client, any_shop_key, canaries, delivered=False)
+    _merchant_view(any_client, any_shop_key, number)
+    subject = _subject(any_vault, canaries)
+    _give(any_vault, subject, "notify_email")
+    ledger_log.sequence(any_vault.engine, now=any_vault.clock())
+    # Still waiting for the sequencer when the erasure comes: an event, a look, a consent.
+    late = {"event_id": "late-scan", "time": "2026-01-05T10:00:00+01:00", "status": "in_transit"}
+    posted = any_client.post(
+        f"/api/v1/shipments/{number}/events", json=late, headers=bearer(any_shop_key)
+    )
+    assert posted.status_code == 201, posted.text
+    _merchant_view(any_client, any_shop_key, number)
+    _give(any_vault, subject, "notify_sms")
+    someone_else = Canaries()
+    other = _ship(any_client, any_shop_key, someone_else)
+    _merchant_view(any_client, any_shop_key, other)
+
+    erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="subject")
+    while ledger_log.sequence(any_vault.engine, now=any_vault.clock()):
+        pass
+
+    bodies = _bodies_by_kind(any_vault)
+    assert len(bodies["consent"]) == 2
+    assert bodies["consent"] == [None, None]
+    events_about = [orjson.loads(b) for b in bodies["event"] if b is not None]
+    assert events_about
+    assert {e["tracking_number"] for e in events_about} == {other}
+    with any_vault.engine.connect() as connection:
+        of_erased = connection.execute(
+            select(func.count())
+            .select_from(events.join(shipments, shipments.c.id == events.c.shipment_id))
+            .where(shipments.c.tracking_number == number)
+        ).scalar_one()
+        looks = connection.execute(
+            select(func.count())
+            .select_from(
+                access_records.join(shipments, shipments.c.id == access_records.c.shipment_id)
+            )
+            .where(shipments.c.tracking_number == number)
+        ).scalar_one()
+    assert of_erased >= 1
+    assert bodies["event"].count(None) == of_erased
+    access_about = [orjson.loads(b) for b in bodies["access"] if b is not None]
+    assert access_about
+    assert {a["subject"] for a in access_about} == {_subject(any_vault, someone_else)}
+    assert looks >= 2
+    assert bodies["access"].count(None) == looks
+    assert [b is not None for b in bodies["erasure"]] == [True]
+    with any_vault.engine.connect() as connection:
+        erased_at = connection.execute(
+            select(ledger_entries.c.erased_at).where(ledger_entries.c.body.is_(None))
+        ).scalars()
+        assert all(at is not None for at in erased_at)
 
 
 def test_the_receipt_names_its_ledger_entry_once_sequenced_and_the_log_still_verifies(

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 from typer.testing import CliRunner, Result
 
-from parcelvault.adapters.db.tables import ledger_entries
+from parcelvault.adapters.db.tables import events, ledger_entries
 from parcelvault.entrypoints.cli import app
 from parcelvault.ledger import log
 from parcelvault.ledger.bundle import parse_bundle
@@ -45,11 +45,11 @@ def _cli(*args: str, stdin: str | None = None) -> Result:
 def _events(vault: Vault) -> list[tuple[int, str]]:
     with vault.engine.connect() as connection:
         rows = connection.execute(
-            select(ledger_entries.c.idx, ledger_entries.c.ref, ledger_entries.c.kind).order_by(
-                ledger_entries.c.idx
-            )
+            select(events.c.ledger_index, events.c.event_id)
+            .where(events.c.ledger_index.is_not(None))
+            .order_by(events.c.ledger_index)
         ).all()
-    return [(row.idx, row.ref.split(":", 2)[2]) for row in rows if row.kind == "event"]
+    return [(row.ledger_index, row.event_id) for row in rows]
 
 
 def _nowhere(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

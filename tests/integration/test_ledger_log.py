@@ -3,11 +3,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import delete, select, update
 
-from parcelvault.adapters.db.tables import access_records, events, ledger_entries, ledger_queue
+from parcelvault.adapters.db.tables import (
+    access_records,
+    events,
+    ledger_entries,
+    ledger_queue,
+    ledger_refs,
+)
 from parcelvault.ledger import log, merkle
 from parcelvault.ledger.keys import create_signer, load_signer
 from parcelvault.ledger.note import open_note, parse_checkpoint
@@ -167,10 +174,10 @@ def test_every_source_row_is_marked_with_the_index_of_its_own_entry_across_id_ga
         for n in range(6):
             log.enqueue(
                 connection,
-                kind="consent",
+                kind="key_rotation",
                 body={"n": n},
                 subject_id=None,
-                ref=f"consent:{n}",
+                ref=f"kek:{n}",
                 now=any_vault.clock(),
             )
         # gaps in every source, so that each is placed in several runs of ids
@@ -182,23 +189,33 @@ def test_every_source_row_is_marked_with_the_index_of_its_own_entry_across_id_ga
     while log.sequence(any_vault.engine, now=any_vault.clock(), limit=4):
         pass
     with any_vault.engine.connect() as connection:
-        refs = dict(connection.execute(select(ledger_entries.c.idx, ledger_entries.c.ref)).all())
+        bodies = {
+            row.idx: (row.kind, orjson.loads(row.body))
+            for row in connection.execute(
+                select(ledger_entries.c.idx, ledger_entries.c.kind, ledger_entries.c.body)
+            )
+        }
         placed_events = connection.execute(
             select(events.c.ledger_index, events.c.tenant_id, events.c.event_id)
         ).all()
         placed_access = connection.execute(
             select(access_records.c.ledger_index, access_records.c.id)
         ).all()
+        refs = dict(connection.execute(select(ledger_refs.c.ref, ledger_refs.c.idx)).all())
         queued = connection.execute(select(ledger_queue.c.id)).all()
     assert queued == []
     assert len(placed_events) == 8
     assert placed_access
-    assert all(refs[index] == f"event:{t}:{e}" for index, t, e in placed_events)
-    assert all(refs[index] == f"access:{rid}" for index, rid in placed_access)
-    assert sorted(refs) == list(range(8 + len(placed_access) + 5))
-    assert sorted(ref for ref in refs.values() if ref.startswith("consent:")) == [
-        f"consent:{n}" for n in (0, 1, 2, 4, 5)
-    ]
+    for index, tenant, event_id in placed_events:
+        kind, body = bodies[index]
+        assert (kind, body["tenant"], body["event_id"]) == ("event", tenant, event_id)
+    for index, record in placed_access:
+        kind, body = bodies[index]
+        assert (kind, body["access_record"]) == ("access", record)
+    assert sorted(bodies) == list(range(8 + len(placed_access) + 5))
+    assert sorted(refs) == [f"kek:{n}" for n in (0, 1, 2, 4, 5)]
+    for ref, index in refs.items():
+        assert bodies[index] == ("key_rotation", {"n": int(ref.removeprefix("kek:"))})
 
 
 def test_a_policy_is_recorded_once_and_again_only_when_it_changes(vault: Vault) -> None:

@@ -1,5 +1,6 @@
-"""Revision 0006 moves an existing log to the current storage layout (leaves only in
-`ledger_entries`; on SQLite a rowid entry table and a WITHOUT ROWID node table) without
+"""Revisions 0006 and 0009 move an existing log to the current storage layout (leaves
+only in `ledger_entries`; on SQLite a rowid entry table and a WITHOUT ROWID node table;
+no secondary index on the entries, which are found through what they record) without
 changing a single hash, on SQLite and PostgreSQL, and can be undone."""
 
 from __future__ import annotations
@@ -10,11 +11,30 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+)
 
 from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.adapters.db.tables import ledger_entries, ledger_nodes
+from parcelvault.adapters.db.tables import (
+    UtcDateTime,
+    consents,
+    ledger_entries,
+    ledger_nodes,
+    ledger_refs,
+)
 from parcelvault.ledger import log, merkle
 from parcelvault.ledger.keys import create_signer, load_signer
 from parcelvault.ledger.note import Signer
@@ -22,6 +42,35 @@ from parcelvault.services.ledger_audit import audit
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 SIZE = 13
+
+_old = MetaData()
+OLD_ENTRIES = Table(
+    "ledger_entries",
+    _old,
+    Column("idx", BigInteger, primary_key=True),
+    Column("kind", String(16)),
+    Column("leaf_hash", LargeBinary(32)),
+    Column("body", LargeBinary),
+    Column("salt", LargeBinary(16)),
+    Column("subject_id", String(64)),
+    Column("ref", String(80)),
+    Column("created_at", UtcDateTime()),
+    Column("sequenced_at", UtcDateTime()),
+    Column("erased_at", UtcDateTime()),
+)
+"""`ledger_entries` as revisions 0004-0007 made it."""
+OLD_CONSENTS = Table(
+    "consents",
+    _old,
+    Column("id", BigInteger, primary_key=True),
+    Column("subject_id", String(64)),
+    Column("purpose", String(32)),
+    Column("granted", Boolean),
+    Column("notice_version", String(32)),
+    Column("source", String(16)),
+    Column("at", UtcDateTime()),
+)
+"""`consents` as revisions 0005-0007 made it."""
 
 
 def _fill_the_old_layout(engine: Engine) -> list[bytes]:
@@ -52,7 +101,7 @@ def _fill_the_old_layout(engine: Engine) -> list[bytes]:
         for index in range(SIZE >> level)
     ]
     with engine.begin() as connection:
-        connection.execute(insert(ledger_entries), entries)
+        connection.execute(insert(OLD_ENTRIES), entries)
         connection.execute(insert(ledger_nodes), nodes)
     return leaves
 
@@ -109,11 +158,6 @@ def test_upgrading_an_existing_log_drops_the_leaf_rows_and_keeps_every_proof(
     report = audit(engine, verifiers=[signer.verifier])
     assert report.ok, report.finding
     assert (report.size, report.root) == (SIZE, signed.root)
-    with engine.connect() as connection:
-        found = connection.execute(
-            select(ledger_entries.c.idx).where(ledger_entries.c.subject_id == "subject-1")
-        ).scalars()
-        assert sorted(found) == list(range(1, SIZE, 3))
     engine.dispose()
 
 
@@ -182,6 +226,101 @@ def test_on_sqlite_entries_are_keyed_by_rowid_and_nodes_have_no_rowid(sqlite_url
         ).scalar_one()
     assert "INTEGER PRIMARY KEY" in " ".join(str(row[-1]) for row in plan)
     assert "WITHOUT ROWID" in nodes_sql
-    assert index_names == ["ix_ledger_entries_ref", "ix_ledger_entries_subject_id"]
+    assert index_names == []
     assert rowids == SIZE
+    engine.dispose()
+
+
+def _fill_named_entries(engine: Engine) -> None:
+    """At revision 0007: two consents of one subject with their entries, an erasure and
+    a key rotation entry named by reference, and an event entry named as events were."""
+    with engine.begin() as connection:
+        connection.execute(
+            insert(OLD_CONSENTS),
+            [
+                {
+                    "id": consent_id,
+                    "subject_id": "subject-a",
+                    "purpose": "tracking",
+                    "granted": True,
+                    "notice_version": "v1",
+                    "source": "centre",
+                    "at": NOW,
+                }
+                for consent_id in (7, 8)
+            ],
+        )
+        named = [
+            ("consent", "subject-a", "consent:7"),
+            ("event", "subject-a", "event:1:scan-1"),
+            ("erasure", None, "erasure:abc"),
+            ("consent", "subject-a", "consent:8"),
+            ("key_rotation", None, "kek:2"),
+        ]
+        connection.execute(
+            insert(OLD_ENTRIES),
+            [
+                {
+                    "idx": index,
+                    "kind": kind,
+                    "leaf_hash": os.urandom(32),
+                    "body": b"{}",
+                    "salt": os.urandom(16),
+                    "subject_id": subject,
+                    "ref": ref,
+                    "created_at": NOW,
+                    "sequenced_at": NOW,
+                    "erased_at": None,
+                }
+                for index, (kind, subject, ref) in enumerate(named)
+            ],
+        )
+
+
+def test_upgrading_moves_references_to_the_consents_and_the_reference_table(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0007")
+    _fill_named_entries(engine)
+
+    migrate.upgrade(engine)
+
+    with engine.connect() as connection:
+        placed = dict(connection.execute(select(consents.c.id, consents.c.ledger_index)).all())
+        refs = dict(connection.execute(select(ledger_refs.c.ref, ledger_refs.c.idx)).all())
+        index_of = log.index_of_ref(connection, "erasure:abc")
+        columns = {column["name"] for column in inspect(connection).get_columns("ledger_entries")}
+        indexes = inspect(connection).get_indexes("ledger_entries")
+    assert placed == {7: 0, 8: 3}
+    assert refs == {"erasure:abc": 2, "kek:2": 4}
+    assert index_of == 2
+    assert columns == set(ledger_entries.c.keys())
+    assert "subject_id" not in columns
+    assert indexes == []
+    engine.dispose()
+
+
+def test_downgrading_puts_back_the_references_and_subjects_it_can_recover(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0007")
+    _fill_named_entries(engine)
+    migrate.upgrade(engine)
+    _downgrade(engine, "0007")
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(OLD_ENTRIES.c.idx, OLD_ENTRIES.c.subject_id, OLD_ENTRIES.c.ref).order_by(
+                OLD_ENTRIES.c.idx
+            )
+        ).all()
+    assert [tuple(row) for row in rows] == [
+        (0, "subject-a", "consent:7"),
+        (1, None, None),  # no event row records entry 1
+        (2, None, "erasure:abc"),
+        (3, "subject-a", "consent:8"),
+        (4, None, "kek:2"),
+    ]
+    migrate.upgrade(engine)
     engine.dispose()

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Connection, select
 
-from parcelvault.adapters.db.tables import ledger_entries, tenants
+from parcelvault.adapters.db.tables import events, ledger_entries, tenants
 from parcelvault.ledger import log, merkle
 from parcelvault.ledger.note import NoteError, Verifier, open_note, parse_checkpoint
 
@@ -215,16 +215,14 @@ def make_bundle(connection: Connection, index: int) -> Bundle:
 
 
 def event_index(connection: Connection, *, tenant: str, event_id: str) -> int:
-    """The log index of a tenant's scan event (entry ref ``event:{tenant_id}:{event_id}``)."""
+    """The log index of a tenant's scan event."""
     tenant_id = connection.execute(select(tenants.c.id).where(tenants.c.name == tenant)).scalar()
     if tenant_id is None:
         raise BundleError(f"there is no tenant named {tenant!r}")
     found = connection.execute(
-        select(ledger_entries.c.idx)
-        .where(ledger_entries.c.ref == f"event:{tenant_id}:{event_id}")
-        .where(ledger_entries.c.kind == "event")
-        .order_by(ledger_entries.c.idx)
-        .limit(1)
+        select(events.c.ledger_index).where(
+            events.c.tenant_id == tenant_id, events.c.event_id == event_id
+        )
     ).scalar()
     if found is None:
         raise BundleError(

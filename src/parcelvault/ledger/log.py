@@ -34,6 +34,12 @@ one node row per entry. A batch is hashed level by level in one pass
 (`merkle.interior_hashes_created_by_appends`) and its rows go to the DBAPI cursor as
 tuples with one executemany per table; source rows are marked and queue rows deleted
 by runs of consecutive ids, one statement per run.
+
+`ledger_entries` has no secondary index (each would cost a random insert per entry):
+an entry is found from the row it records (`events`, `access_records` and `consents`
+carry `ledger_index`), or, for the few queued kinds looked up by name, through
+`ledger_refs`. Erasure finds a subject's entries the same way; entries about a subject
+erased while they waited are placed without body and salt.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from parcelvault.adapters.db.tables import (
     ledger_checkpoints,
     ledger_entries,
     ledger_queue,
+    ledger_refs,
     shipments,
 )
 from parcelvault.ledger import merkle
@@ -221,7 +228,7 @@ def _event_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> lis
             ),
             salts[n * SALT_BYTES : (n + 1) * SALT_BYTES],
             subject,
-            f"event:{tenant}:{event_id}",
+            None,
             stamp(datetime.fromtimestamp(arrival / 1_000_000, UTC)),
         )
         for n, (
@@ -275,7 +282,7 @@ def _access_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> li
             "reason": reason,
         }
         salt = salts[n * SALT_BYTES : (n + 1) * SALT_BYTES]
-        entries.append(("access", canonical(body), salt, subject, f"access:{rid}", stamp(when)))
+        entries.append(("access", canonical(body), salt, subject, None, stamp(when)))
     return entries
 
 
@@ -422,9 +429,10 @@ def consistency_proof(connection: Connection, old_size: int, new_size: int) -> l
 
 
 @contextmanager
-def _exclusive(engine: Engine, *, cache_kib: int | None = None) -> Iterator[Connection]:
-    """A write transaction that only one sequencer at a time can hold; on SQLite with
-    a page cache of up to `cache_kib` KiB for its duration, if given."""
+def exclusive(engine: Engine, *, cache_kib: int | None = None) -> Iterator[Connection]:
+    """A write transaction that only one sequencer at a time can hold, and that keeps
+    the sequencer out while it is held; on SQLite with a page cache of up to
+    `cache_kib` KiB for its duration, if given."""
     with engine.connect() as connection:
         previous_cache = None
         if connection.dialect.name == "postgresql":
@@ -464,14 +472,13 @@ def _leaf_hashes(pending: Sequence[Pending]) -> list[bytes]:
 
 SQLITE_CACHE_KIB = 128 * 1024
 """SQLite page cache of the sequencer's transaction, at most (allocated as pages are
-read). A batch inserts into the `subject_id` and `ref` indexes at thousands of places;
-with the default 2 MiB cache, dirty index pages are spilled to the WAL and read back
-several times within one transaction. Restored when the batch is done."""
+read), so that a batch's dirty pages stay in memory until the commit instead of being
+spilled to the WAL and read back. Restored when the batch is done."""
 
 
 def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
     """Append up to `limit` waiting entries to the log; returns how many."""
-    with _exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
+    with exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
         gathered = _gather(connection, max(1, limit))
         pending = gathered.pending
         if not pending:
@@ -483,19 +490,30 @@ def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
             start, leaves, lambda level, index: known[level, index]
         )
         sequenced_at = _stamper(connection)(now)
+        erased = ERASED_SUBJECT_PREFIX
         entry_rows = [
-            (index, kind, leaf, body, salt, subject, ref, created, sequenced_at)
-            for index, leaf, (kind, body, salt, subject, ref, created) in zip(
+            (index, kind, leaf, None, None, created, sequenced_at, sequenced_at)
+            if subject is not None and subject.startswith(erased)
+            else (index, kind, leaf, body, salt, created, sequenced_at, None)
+            for index, leaf, (kind, body, salt, subject, _, created) in zip(
                 range(start, start + len(pending)), leaves, pending, strict=True
             )
         ]
         node_rows = [(level, index, value) for (level, index), value in interior]
+        consent_places, ref_rows = _queue_refs(pending[: len(gathered.queue_ids)], start)
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         cursor = connection.connection.cursor()
         try:
             cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
             if node_rows:
                 cursor.executemany(_NODE_INSERT.replace("?", mark), node_rows)
+            if consent_places:
+                cursor.executemany(_CONSENT_PLACE.replace("?", mark), consent_places)
+            if ref_rows:
+                ref_insert = (
+                    _REF_INSERT_SQLITE if connection.dialect.name == "sqlite" else _REF_INSERT_PG
+                )
+                cursor.executemany(ref_insert.replace("?", mark), ref_rows)
             first = start
             for table, ids in (
                 ("ledger_queue", gathered.queue_ids),
@@ -513,17 +531,56 @@ def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
         return len(entry_rows)
 
 
+ERASED_SUBJECT_PREFIX = "erased-"
+"""Subject ids of this form are the anonymous tombstones erased subjects' records are
+moved to. An entry about such a subject is placed without its body and salt: whatever
+was still waiting for the sequencer when its subject was erased is erased on arrival."""
+
+CONSENT_REF_PREFIX = "consent:"
+
 _ENTRY_INSERT = (
-    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, subject_id, ref, "
-    "created_at, sequenced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, "
+    "created_at, sequenced_at, erased_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _NODE_INSERT = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
 _QUEUE_DELETE = "DELETE FROM ledger_queue WHERE id BETWEEN ? AND ?"
+_CONSENT_PLACE = "UPDATE consents SET ledger_index = id + ? WHERE id BETWEEN ? AND ?"
+_REF_INSERT_SQLITE = "INSERT OR IGNORE INTO ledger_refs (ref, idx) VALUES (?, ?)"
+_REF_INSERT_PG = "INSERT INTO ledger_refs (ref, idx) VALUES (?, ?) ON CONFLICT DO NOTHING"
 # Each source row's entry index is its id plus the run's offset (see `_runs`).
 _PLACE = {
     table: f"UPDATE {table} SET ledger_index = id + ? WHERE id BETWEEN ? AND ?"  # noqa: S608
     for table in ("access_records", "events")
 }
+
+
+def _queue_refs(
+    queued: Sequence[Pending], first_index: int
+) -> tuple[list[tuple[int, int, int]], list[tuple[str, int]]]:
+    """For queued entries placed from `first_index` on: runs of consents (offset, first
+    id, last id) whose row `id` gets the entry index `id + offset` (consecutive consent
+    rows are usually placed consecutively), and (ref, index) for every other reference,
+    into `ledger_refs`."""
+    prefix = CONSENT_REF_PREFIX
+    cut = len(prefix)
+    named = [
+        (index, entry[4]) for index, entry in enumerate(queued, first_index) if entry[4] is not None
+    ]
+    consent_places = [
+        (index, int(ref[cut:]))
+        for index, ref in named
+        if ref.startswith(prefix) and ref[cut:].isdigit()
+    ]
+    ref_rows = [
+        (ref, index) for index, ref in named if not (ref.startswith(prefix) and ref[cut:].isdigit())
+    ]
+    runs: list[tuple[int, int, int]] = []
+    for index, row_id in consent_places:
+        if runs and row_id == runs[-1][2] + 1 and index - row_id == runs[-1][0]:
+            runs[-1] = (runs[-1][0], runs[-1][1], row_id)
+        else:
+            runs.append((index - row_id, row_id, row_id))
+    return runs, ref_rows
 
 
 def _runs(row_ids: Sequence[int], first_index: int) -> list[tuple[int, int, int]]:
@@ -547,6 +604,12 @@ def _runs(row_ids: Sequence[int], first_index: int) -> list[tuple[int, int, int]
     return runs
 
 
+def index_of_ref(connection: Connection, ref: str) -> int | None:
+    """The index of the queued entry enqueued with `ref` (not a consent's), once placed."""
+    value = connection.execute(select(ledger_refs.c.idx).where(ledger_refs.c.ref == ref)).scalar()
+    return int(value) if value is not None else None
+
+
 @dataclass(frozen=True)
 class SignedCheckpoint:
     size: int
@@ -557,7 +620,7 @@ class SignedCheckpoint:
 def checkpoint(engine: Engine, *, signer: Signer, now: datetime) -> SignedCheckpoint:
     """Sign and store a checkpoint of the current tree, unless the latest one already
     covers it; returns the latest checkpoint either way."""
-    with _exclusive(engine) as connection:
+    with exclusive(engine) as connection:
         latest = latest_checkpoint(connection)
         tree_size = size(connection)
         if latest is not None and latest.size == tree_size:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
 from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import (
@@ -54,7 +54,7 @@ from parcelvault.services.vault import Vault
 
 log = logging.getLogger(__name__)
 
-TOMBSTONE_PREFIX = "erased-"
+TOMBSTONE_PREFIX = ledger_log.ERASED_SUBJECT_PREFIX
 
 
 @dataclass(frozen=True)
@@ -170,21 +170,21 @@ def clean_up_erasure(*, vault: Vault, receipt_id: str) -> None:
     if receipt.cleaned_at is not None:
         return
     tombstone = TOMBSTONE_PREFIX + receipt_id
-    with vault.writing():
-        # Entries queued about the subject get their place first, so that their bodies
-        # can be erased below like every other entry's.
-        ledger_log.sequence(vault.engine, now=now)
-        with vault.engine.begin() as connection:
-            old = connection.execute(
-                select(subjects.c.id).where(subjects.c.key_id == receipt.key_id)
-            ).scalar()
-            _move_to_tombstone(connection, old, tombstone, now)
-            connection.execute(
-                update(erasures).where(erasures.c.id == receipt_id).values(cleaned_at=now)
-            )
-        ledger_log.sequence(vault.engine, now=now)
-        with vault.engine.begin() as connection:
-            _erase_ledger_bodies(connection, tombstone, now)
+    # Under the sequencer's lock, so that no entry is placed between finding the
+    # subject's entries and moving its records to the tombstone: entries placed before
+    # lose their bodies here, entries placed after arrive without them (see
+    # `ledger_log.ERASED_SUBJECT_PREFIX`).
+    with vault.writing(), ledger_log.exclusive(vault.engine) as connection:
+        old = connection.execute(
+            select(subjects.c.id).where(subjects.c.key_id == receipt.key_id)
+        ).scalar()
+        for subject in (old, tombstone):
+            if subject is not None:
+                _erase_ledger_bodies(connection, subject, now)
+        _move_to_tombstone(connection, old, tombstone, now)
+        connection.execute(
+            update(erasures).where(erasures.c.id == receipt_id).values(cleaned_at=now)
+        )
     if old is not None:
         vault.keystore.destroy(old, now=now)
 
@@ -217,11 +217,6 @@ def _move_to_tombstone(
     connection.execute(
         update(ledger_queue).where(ledger_queue.c.subject_id == old).values(subject_id=tombstone)
     )
-    connection.execute(
-        update(ledger_entries)
-        .where(ledger_entries.c.subject_id == old)
-        .values(subject_id=tombstone)
-    )
     for table in (consents, otp_challenges, subject_sessions):
         connection.execute(delete(table).where(table.c.subject_id == old))
     connection.execute(delete(subjects).where(subjects.c.id == old))
@@ -241,12 +236,27 @@ def _delete_sealed(connection: Connection, subject_id: str) -> None:
         connection.execute(delete(sealed_fields).where(sealed_fields.c.record_id.in_(chunk)))
 
 
-def _erase_ledger_bodies(connection: Connection, tombstone: str, now: datetime) -> None:
-    connection.execute(
-        update(ledger_entries)
-        .where(ledger_entries.c.subject_id == tombstone, ledger_entries.c.body.is_not(None))
-        .values(body=None, salt=None, erased_at=now)
+def _erase_ledger_bodies(connection: Connection, subject_id: str, now: datetime) -> None:
+    """Delete the body and salt of every placed entry about the subject, found through
+    the rows it records: its shipments' events, its access records and its consents."""
+    placed = union_all(
+        select(events.c.ledger_index)
+        .join(shipments, shipments.c.id == events.c.shipment_id)
+        .where(shipments.c.subject_id == subject_id, events.c.ledger_index.is_not(None)),
+        select(access_records.c.ledger_index).where(
+            access_records.c.subject_id == subject_id, access_records.c.ledger_index.is_not(None)
+        ),
+        select(consents.c.ledger_index).where(
+            consents.c.subject_id == subject_id, consents.c.ledger_index.is_not(None)
+        ),
     )
+    indexes = sorted(int(index) for index in connection.execute(placed).scalars())
+    for chunk in chunks(indexes):
+        connection.execute(
+            update(ledger_entries)
+            .where(ledger_entries.c.idx.in_(chunk), ledger_entries.c.body.is_not(None))
+            .values(body=None, salt=None, erased_at=now)
+        )
 
 
 def receipt_details(*, vault: Vault, receipt_id: str) -> dict[str, Any]:
@@ -257,9 +267,7 @@ def receipt_details(*, vault: Vault, receipt_id: str) -> dict[str, Any]:
         receipt = connection.execute(select(erasures).where(erasures.c.id == receipt_id)).first()
         if receipt is None:
             raise NotFound()
-        index = connection.execute(
-            select(ledger_entries.c.idx).where(ledger_entries.c.ref == _ledger_ref(receipt_id))
-        ).scalar()
+        index = ledger_log.index_of_ref(connection, _ledger_ref(receipt_id))
         checkpoint = None
         if index is not None:
             checkpoint = connection.execute(

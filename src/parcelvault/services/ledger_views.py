@@ -163,15 +163,15 @@ def _body_visible(
     *,
     kind: str,
     body: dict[str, Any],
-    subject_id: str | None,
     verified: frozenset[str],
 ) -> bool:
     """The disclosure rule for entry bodies; see the module docstring."""
     shipment = body.get("shipment")
     if kind in SHIPMENT_KINDS or shipment is not None:
         return isinstance(shipment, str) and shipment in verified
+    subject_id = body.get("subject")
     if subject_id is not None:
-        return subject_id in _subjects_of(connection, verified)
+        return isinstance(subject_id, str) and subject_id in _subjects_of(connection, verified)
     return kind in PUBLIC_BODY_KINDS
 
 
@@ -193,7 +193,6 @@ def entry(*, vault: Vault, index: int, cookies: Mapping[str, str]) -> EntryView:
                 connection,
                 kind=row.kind,
                 body=parsed,
-                subject_id=row.subject_id,
                 verified=verified,
             ):
                 body = parsed

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select
 
-from parcelvault.adapters.db.tables import ledger_checkpoints, ledger_entries, ledger_queue
+from parcelvault.adapters.db.tables import ledger_checkpoints, ledger_queue
 from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger.keys import (
     complete_rotation,
@@ -78,7 +78,4 @@ def rotate_signer(engine: Engine, folder: Path, *, now: datetime) -> SignerRotat
 
 
 def _logged(connection: Connection, ref: str) -> bool:
-    found = connection.execute(
-        select(ledger_entries.c.idx).where(ledger_entries.c.ref == ref).limit(1)
-    ).first()
-    return found is not None
+    return ledger_log.index_of_ref(connection, ref) is not None
