@@ -205,31 +205,52 @@ _UNPLACED_ACCESS = (
 )
 
 
+def iso_utc(value: Any) -> str:
+    """`_utc(value).isoformat()`, without parsing the text SQLite keeps for a
+    `UtcDateTime` ("YYYY-MM-DD HH:MM:SS.ffffff", always with microseconds)."""
+    if isinstance(value, str) and len(value) == 26 and value[10] == " " and value[19] == ".":
+        fraction = "" if value[20:] == "000000" else value[19:]
+        return f"{value[:10]}T{value[11:19]}{fraction}+00:00"
+    return _utc(value).isoformat()
+
+
+def _arrival_stamper(stamp: Callable[[datetime], Any]) -> Callable[[int], Any]:
+    """Microseconds since the epoch (`events.arrival`) to a `UtcDateTime` driver value."""
+    if stamp is _sqlite_stamp:
+        return lambda micros: datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat(
+            " ", "microseconds"
+        )[:26]
+    return lambda micros: stamp(datetime.fromtimestamp(micros / 1_000_000, UTC))
+
+
 def _event_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> list[Pending]:
-    """Entries for rows of `_UNPLACED_EVENTS` (driver tuples, in its column order)."""
+    """Entries for rows of `_UNPLACED_EVENTS` (driver tuples, in its column order). The
+    body's keys are written in sorted order, so it is `canonical` without sorting."""
     salts = os.urandom(SALT_BYTES * len(rows))
+    dumps = orjson.dumps
+    arrived = _arrival_stamper(stamp)
     return [
         (
             "event",
-            canonical(
+            dumps(
                 {
-                    "event_id": event_id,
-                    "tenant": tenant,
-                    "shipment": shipment,
-                    "tracking_number": number,
-                    "time": _utc(occurred).isoformat(),
-                    "utc_offset_min": offset,
-                    "status": status,
-                    "reason": reason,
                     "description": description,
+                    "event_id": event_id,
                     "location": [country, region, city, facility],
                     "proof_of_delivery": bool(proof),
+                    "reason": reason,
+                    "shipment": shipment,
+                    "status": status,
+                    "tenant": tenant,
+                    "time": iso_utc(occurred),
+                    "tracking_number": number,
+                    "utc_offset_min": offset,
                 }
             ),
             salts[n * SALT_BYTES : (n + 1) * SALT_BYTES],
             subject,
             None,
-            stamp(datetime.fromtimestamp(arrival / 1_000_000, UTC)),
+            arrived(arrival),
         )
         for n, (
             _,
