@@ -218,6 +218,46 @@ def test_every_source_row_is_marked_with_the_index_of_its_own_entry_across_id_ga
         assert bodies[index] == ("key_rotation", {"n": int(ref.removeprefix("kek:"))})
 
 
+def test_queued_entries_are_copied_with_their_leaf_even_when_queued_without_one(
+    any_vault: Vault,
+) -> None:
+    with any_vault.engine.begin() as connection:
+        for n in range(7):
+            log.enqueue(
+                connection,
+                kind="policy_change" if n % 2 else "key_rotation",
+                body={"n": n},
+                subject_id=None,
+                ref=None,
+                now=any_vault.clock(),
+            )
+        # as a process from before queued leaf hashes would have written them
+        ids = connection.execute(select(ledger_queue.c.id).order_by(ledger_queue.c.id)).scalars()
+        connection.execute(
+            update(ledger_queue).where(ledger_queue.c.id.in_(list(ids)[2:5])).values(leaf_hash=None)
+        )
+        queued = connection.execute(
+            select(ledger_queue.c.kind, ledger_queue.c.body, ledger_queue.c.salt).order_by(
+                ledger_queue.c.id
+            )
+        ).all()
+    assert log.sequence(any_vault.engine, now=any_vault.clock(), limit=4) == 4
+    assert log.sequence(any_vault.engine, now=any_vault.clock()) == 3
+    with any_vault.engine.connect() as connection:
+        stored = connection.execute(
+            select(
+                ledger_entries.c.kind,
+                ledger_entries.c.body,
+                ledger_entries.c.salt,
+                ledger_entries.c.leaf_hash,
+            ).order_by(ledger_entries.c.idx)
+        ).all()
+    assert [(row.kind, row.body, row.salt) for row in stored] == [tuple(row) for row in queued]
+    assert [row.leaf_hash for row in stored] == [
+        log.entry_leaf_hash(row.kind, row.salt, row.body) for row in queued
+    ]
+
+
 def test_a_policy_is_recorded_once_and_again_only_when_it_changes(vault: Vault) -> None:
     digest = vault.policy.digest
     assert len(digest) == 64

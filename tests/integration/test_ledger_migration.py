@@ -71,6 +71,17 @@ OLD_CONSENTS = Table(
     Column("at", UtcDateTime()),
 )
 """`consents` as revisions 0005-0007 made it."""
+OLD_QUEUE = Table(
+    "ledger_queue",
+    _old,
+    Column("id", BigInteger, primary_key=True),
+    Column("kind", String(16)),
+    Column("body", LargeBinary),
+    Column("salt", LargeBinary(16)),
+    Column("ref", String(80)),
+    Column("created_at", UtcDateTime()),
+)
+"""`ledger_queue` as revisions 0004-0007 made it."""
 
 
 def _fill_the_old_layout(engine: Engine) -> list[bytes]:
@@ -323,4 +334,26 @@ def test_downgrading_puts_back_the_references_and_subjects_it_can_recover(
         (4, None, "kek:2"),
     ]
     migrate.upgrade(engine)
+    engine.dispose()
+
+
+def test_entries_waiting_at_the_upgrade_get_their_leaf_and_are_placed(database_url: str) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0007")
+    waiting = [("consent", os.urandom(16), f'{{"n":{n}}}'.encode()) for n in range(3)]
+    with engine.begin() as connection:
+        connection.execute(
+            insert(OLD_QUEUE),
+            [
+                {"kind": kind, "body": body, "salt": salt, "ref": None, "created_at": NOW}
+                for kind, salt, body in waiting
+            ],
+        )
+    migrate.upgrade(engine)
+    assert log.sequence(engine, now=NOW) == 3
+    with engine.connect() as connection:
+        leaves = connection.execute(
+            select(ledger_entries.c.leaf_hash).order_by(ledger_entries.c.idx)
+        ).scalars()
+        assert list(leaves) == [log.entry_leaf_hash(*entry) for entry in waiting]
     engine.dispose()

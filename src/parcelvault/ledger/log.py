@@ -55,7 +55,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, Integer, bindparam, func, select
 
-from parcelvault.adapters.db.store import driver_rows
+from parcelvault.adapters.db.store import chunks, driver_rows
 from parcelvault.adapters.db.tables import (
     access_records,
     events,
@@ -95,14 +95,17 @@ def enqueue(
     ref: str | None,
     now: datetime,
 ) -> None:
-    """Queue an entry in the caller's transaction (for kinds without a source table)."""
+    """Queue an entry in the caller's transaction (for kinds without a source table),
+    with its leaf hash, so that the sequencer places it without reading its body."""
     if kind not in KINDS:
         raise ValueError(f"unknown ledger entry kind {kind!r}")
+    text, salt = canonical(body), os.urandom(SALT_BYTES)
     connection.execute(
         ledger_queue.insert().values(
             kind=kind,
-            body=canonical(body),
-            salt=os.urandom(SALT_BYTES),
+            body=text,
+            salt=salt,
+            leaf_hash=entry_leaf_hash(kind, salt, text),
             subject_id=subject_id,
             ref=ref,
             created_at=now,
@@ -309,10 +312,16 @@ def _access_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> li
 
 @dataclass
 class _Gathered:
-    pending: list[Pending]
     queue_ids: list[int]
+    queue_leaves: list[bytes]
+    queue_refs: list[str | None]
+    missing_leaves: list[tuple[bytes, int]]  # (leaf hash, queue id) computed here
+    pending: list[Pending]  # access records, then events
     access_ids: list[int]
     event_ids: list[int]
+
+    def __len__(self) -> int:
+        return len(self.queue_ids) + len(self.pending)
 
 
 def _sqlite_stamp(value: datetime) -> str:
@@ -335,32 +344,47 @@ def _gather(connection: Connection, limit: int) -> _Gathered:
     commit in any order, so a row with a smaller key can appear after a larger one
     has been placed, and a mark would skip it.
     """
-    gathered = _Gathered([], [], [], [])
+    gathered = _Gathered([], [], [], [], [], [], [])
     queue_rows = _driver_select(
-        connection,
-        "SELECT id, kind, body, salt, subject_id, ref, created_at FROM ledger_queue "
-        "ORDER BY id LIMIT {}",
-        (limit,),
+        connection, "SELECT id, leaf_hash, ref FROM ledger_queue ORDER BY id LIMIT {}", (limit,)
     )
     gathered.queue_ids = [row[0] for row in queue_rows]
-    gathered.pending = [
-        (kind, bytes(body), bytes(salt), subject, ref, created)
-        for _, kind, body, salt, subject, ref, created in queue_rows
-    ]
+    gathered.queue_leaves = [row[1] for row in queue_rows]
+    gathered.queue_refs = [row[2] for row in queue_rows]
+    if None in gathered.queue_leaves:
+        _complete_leaves(connection, gathered)
     stamp = _stamper(connection)
-    if len(gathered.pending) < limit:
-        access_rows = driver_rows(
-            connection, _UNPLACED_ACCESS, {"limit": limit - len(gathered.pending)}
-        )
+    if len(gathered) < limit:
+        access_rows = driver_rows(connection, _UNPLACED_ACCESS, {"limit": limit - len(gathered)})
         gathered.pending += _access_entries(access_rows, stamp)
         gathered.access_ids = [row[0] for row in access_rows]
-    if len(gathered.pending) < limit:
-        event_rows = driver_rows(
-            connection, _UNPLACED_EVENTS, {"limit": limit - len(gathered.pending)}
-        )
+    if len(gathered) < limit:
+        event_rows = driver_rows(connection, _UNPLACED_EVENTS, {"limit": limit - len(gathered)})
         gathered.pending += _event_entries(event_rows, stamp)
         gathered.event_ids = [row[0] for row in event_rows]
     return gathered
+
+
+def _complete_leaves(connection: Connection, gathered: _Gathered) -> None:
+    """Leaf hashes of queue rows written without one (by a process older than the
+    column), from their kind, salt and body."""
+    pairs = list(zip(gathered.queue_ids, gathered.queue_leaves, strict=True))
+    missing = [queue_id for queue_id, leaf in pairs if leaf is None]
+    found: dict[int, bytes] = {}
+    for chunk in chunks(missing):
+        rows = connection.execute(
+            select(
+                ledger_queue.c.id, ledger_queue.c.kind, ledger_queue.c.salt, ledger_queue.c.body
+            ).where(ledger_queue.c.id.in_(chunk))
+        ).all()
+        if {row.id for row in rows} != set(chunk):
+            raise LedgerError("queued entries vanished while the sequencer held the log")
+        for row in rows:
+            if row.kind not in KINDS:
+                raise LedgerError(f"unknown ledger entry kind {row.kind!r}")
+            found[row.id] = entry_leaf_hash(row.kind, bytes(row.salt), bytes(row.body))
+    gathered.missing_leaves = [(found[i], i) for i in missing]
+    gathered.queue_leaves = [bytes(leaf) if leaf is not None else found[i] for i, leaf in pairs]
 
 
 def _driver_select(connection: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -501,31 +525,51 @@ def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
     """Append up to `limit` waiting entries to the log; returns how many."""
     with exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
         gathered = _gather(connection, max(1, limit))
-        pending = gathered.pending
-        if not pending:
+        count = len(gathered)
+        if not count:
             return 0
         start = size(connection)
-        leaves = _leaf_hashes(pending)
+        leaves = [bytes(leaf) for leaf in gathered.queue_leaves] + _leaf_hashes(gathered.pending)
         known = fetch_nodes(connection, merkle.root_nodes(start))
         interior = merkle.interior_hashes_created_by_appends(
             start, leaves, lambda level, index: known[level, index]
         )
         sequenced_at = _stamper(connection)(now)
+        queue_runs = _runs(gathered.queue_ids, start)
+        after_queue = start + len(gathered.queue_ids)
         erased = ERASED_SUBJECT_PREFIX
+        like = erased + "%"
         entry_rows = [
             (index, kind, leaf, None, None, created, sequenced_at, sequenced_at)
             if subject is not None and subject.startswith(erased)
             else (index, kind, leaf, body, salt, created, sequenced_at, None)
             for index, leaf, (kind, body, salt, subject, _, created) in zip(
-                range(start, start + len(pending)), leaves, pending, strict=True
+                range(after_queue, start + count),
+                leaves[len(gathered.queue_ids) :],
+                gathered.pending,
+                strict=True,
             )
         ]
         node_rows = [(level, index, value) for (level, index), value in interior]
-        consent_places, ref_rows = _queue_refs(pending[: len(gathered.queue_ids)], start)
+        consent_places, ref_rows = _queue_refs(gathered.queue_refs, start)
         mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         cursor = connection.connection.cursor()
         try:
-            cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
+            if gathered.missing_leaves:
+                cursor.executemany(
+                    _QUEUE_LEAF.replace("?", mark),
+                    [(leaf, queue_id) for leaf, queue_id in gathered.missing_leaves],
+                )
+            if queue_runs:
+                cursor.executemany(
+                    _QUEUE_COPY.replace("?", mark),
+                    [
+                        (offset, like, like, sequenced_at, like, sequenced_at, first, last)
+                        for offset, first, last in queue_runs
+                    ],
+                )
+            if entry_rows:
+                cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
             if node_rows:
                 cursor.executemany(_NODE_INSERT.replace("?", mark), node_rows)
             if consent_places:
@@ -535,21 +579,22 @@ def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
                     _REF_INSERT_SQLITE if connection.dialect.name == "sqlite" else _REF_INSERT_PG
                 )
                 cursor.executemany(ref_insert.replace("?", mark), ref_rows)
-            first = start
+            if queue_runs:
+                cursor.executemany(
+                    _QUEUE_DELETE.replace("?", mark), [run[1:] for run in queue_runs]
+                )
+            first = after_queue
             for table, ids in (
-                ("ledger_queue", gathered.queue_ids),
                 ("access_records", gathered.access_ids),
                 ("events", gathered.event_ids),
             ):
                 runs = _runs(ids, first)
-                if runs and table == "ledger_queue":
-                    cursor.executemany(_QUEUE_DELETE.replace("?", mark), [r[1:] for r in runs])
-                elif runs:
+                if runs:
                     cursor.executemany(_PLACE[table].replace("?", mark), runs)
                 first += len(ids)
         finally:
             cursor.close()
-        return len(entry_rows)
+        return count
 
 
 ERASED_SUBJECT_PREFIX = "erased-"
@@ -565,6 +610,18 @@ _ENTRY_INSERT = (
 )
 _NODE_INSERT = "INSERT INTO ledger_nodes (level, idx, hash) VALUES (?, ?, ?)"
 _QUEUE_DELETE = "DELETE FROM ledger_queue WHERE id BETWEEN ? AND ?"
+_QUEUE_LEAF = "UPDATE ledger_queue SET leaf_hash = ? WHERE id = ?"
+# Queued entries are copied inside the database, their bodies never leaving it; one
+# statement per run of consecutive queue ids, each row's index being its id + offset.
+_QUEUE_COPY = (
+    "INSERT INTO ledger_entries (idx, kind, leaf_hash, body, salt, created_at, "
+    "sequenced_at, erased_at) "
+    "SELECT id + ?, kind, leaf_hash, "
+    "CASE WHEN subject_id LIKE ? THEN NULL ELSE body END, "
+    "CASE WHEN subject_id LIKE ? THEN NULL ELSE salt END, "
+    "created_at, ?, CASE WHEN subject_id LIKE ? THEN ? ELSE NULL END "
+    "FROM ledger_queue WHERE id BETWEEN ? AND ? ORDER BY id"
+)
 _CONSENT_PLACE = "UPDATE consents SET ledger_index = id + ? WHERE id BETWEEN ? AND ?"
 _REF_INSERT_SQLITE = "INSERT OR IGNORE INTO ledger_refs (ref, idx) VALUES (?, ?)"
 _REF_INSERT_PG = "INSERT INTO ledger_refs (ref, idx) VALUES (?, ?) ON CONFLICT DO NOTHING"
@@ -576,28 +633,25 @@ _PLACE = {
 
 
 def _queue_refs(
-    queued: Sequence[Pending], first_index: int
+    refs: Sequence[str | None], first_index: int
 ) -> tuple[list[tuple[int, int, int]], list[tuple[str, int]]]:
-    """For queued entries placed from `first_index` on: runs of consents (offset, first
-    id, last id) whose row `id` gets the entry index `id + offset` (consecutive consent
-    rows are usually placed consecutively), and (ref, index) for every other reference,
-    into `ledger_refs`."""
+    """For the references of queued entries placed from `first_index` on: runs of
+    consents (offset, first id, last id) whose row `id` gets the entry index
+    `id + offset` (consecutive consent rows are usually placed consecutively), and
+    (ref, index) for every other reference, into `ledger_refs`."""
     prefix = CONSENT_REF_PREFIX
     cut = len(prefix)
-    named = [
-        (index, entry[4]) for index, entry in enumerate(queued, first_index) if entry[4] is not None
-    ]
-    consent_places = [
-        (index, int(ref[cut:]))
-        for index, ref in named
-        if ref.startswith(prefix) and ref[cut:].isdigit()
-    ]
-    ref_rows = [
-        (ref, index) for index, ref in named if not (ref.startswith(prefix) and ref[cut:].isdigit())
-    ]
     runs: list[tuple[int, int, int]] = []
-    for index, row_id in consent_places:
-        if runs and row_id == runs[-1][2] + 1 and index - row_id == runs[-1][0]:
+    ref_rows: list[tuple[str, int]] = []
+    for index, ref in enumerate(refs, first_index):
+        if ref is None:
+            continue
+        digits = ref[cut:]
+        if ref[:cut] != prefix or not digits.isdigit():
+            ref_rows.append((ref, index))
+            continue
+        row_id = int(digits)
+        if runs and runs[-1][2] == row_id - 1 and runs[-1][0] == index - row_id:
             runs[-1] = (runs[-1][0], runs[-1][1], row_id)
         else:
             runs.append((index - row_id, row_id, row_id))

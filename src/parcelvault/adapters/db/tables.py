@@ -286,6 +286,7 @@ ledger_queue = Table(
     Column("kind", String(16), nullable=False),
     Column("body", LargeBinary, nullable=False),
     Column("salt", LargeBinary(16), nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=True),
     Column("subject_id", String(64), nullable=True),
     Column("ref", String(80), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
@@ -293,6 +294,9 @@ ledger_queue = Table(
 """Entries of kinds without a table of their own (consent, erasure, key rotation,
 policy change), written by any process in the same transaction as what they record,
 waiting for the sequencer to give them a place in the log; deleted once placed.
+`leaf_hash` is computed when the entry is queued (the sequencer computes it for a row
+without one), so that the sequencer copies the row into `ledger_entries` inside the
+database instead of reading its body.
 Access records and scan events are not copied here: the sequencer reads the rows of
 their own tables whose `ledger_index` is still NULL."""
 

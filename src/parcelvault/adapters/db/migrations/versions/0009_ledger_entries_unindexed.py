@@ -10,9 +10,13 @@ records: `events.ledger_index` and `access_records.ledger_index` as before, the 
 `consents.ledger_index`, and the new `ledger_refs` table for the queued kinds looked up
 by name (erasure receipts, key rotations). The upgrade fills both from the old columns
 before dropping them; the downgrade puts the columns back from the same sources.
+`ledger_queue` gets `leaf_hash`, computed when an entry is queued (and here for the
+entries waiting at the upgrade).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import sqlalchemy as sa
 from alembic import op
@@ -23,8 +27,30 @@ branch_labels = None
 depends_on = None
 
 
+LEAF_PREFIX = b"parcelvault-ledger/v1\n"
+
+
+def _leaf_hash(kind: str, salt: bytes, body: bytes) -> bytes:
+    """As `ledger.log.entry_leaf_hash` computes it (copied: a migration keeps working
+    whatever later code does)."""
+    data = LEAF_PREFIX + kind.encode() + b"\n" + hashlib.sha256(salt + body).digest()
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
 def upgrade() -> None:
-    sqlite = op.get_bind().dialect.name == "sqlite"
+    bind = op.get_bind()
+    sqlite = bind.dialect.name == "sqlite"
+    with op.batch_alter_table("ledger_queue", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("leaf_hash", sa.LargeBinary(length=32), nullable=True))
+    waiting = bind.execute(sa.text("SELECT id, kind, salt, body FROM ledger_queue")).all()
+    if waiting:
+        bind.execute(
+            sa.text("UPDATE ledger_queue SET leaf_hash = :leaf WHERE id = :id"),
+            [
+                {"leaf": _leaf_hash(kind, bytes(salt), bytes(body)), "id": queue_id}
+                for queue_id, kind, salt, body in waiting
+            ],
+        )
     op.create_table(
         "ledger_refs",
         sa.Column("ref", sa.String(length=80), nullable=False),
@@ -96,3 +122,5 @@ def downgrade() -> None:
     with op.batch_alter_table("consents", schema=None) as batch_op:
         batch_op.drop_column("ledger_index")
     op.drop_table("ledger_refs")
+    with op.batch_alter_table("ledger_queue", schema=None) as batch_op:
+        batch_op.drop_column("leaf_hash")
