@@ -1,5 +1,5 @@
 """Shipments planted through the real ingest path, for tests of the data subject's
-rights (consent, address correction)."""
+rights (consent, address correction, erasure)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from parcelvault.adapters.db.tables import shipments
 from parcelvault.adapters.wire import EventIn, ShipmentIn
 from parcelvault.domain.errors import InvalidInput
-from parcelvault.services import operations, tenants
+from parcelvault.services import consent, operations, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import shipment_payload
 
@@ -61,3 +61,15 @@ def version_of(vault: Vault, shipment_id: str) -> int:
             select(shipments.c.version).where(shipments.c.id == shipment_id)
         ).scalar_one()
     return int(value)
+
+
+def give(vault: Vault, subject: str, purpose: str, granted: bool = True) -> consent.ConsentChange:
+    """A consent change as the recipient API makes it, under the current notice."""
+    return consent.set_consent(
+        vault=vault,
+        subject_id=subject,
+        purpose=purpose,
+        granted=granted,
+        notice_version=consent.current_notice_version(vault.policy),
+        source="recipient_api",
+    )

@@ -18,18 +18,7 @@ from parcelvault.ledger import log as ledger_log
 from parcelvault.services import consent, erasure
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries
-from tests.integration.subject_helpers import plant
-
-
-def give(vault: Vault, subject: str, purpose: str, granted: bool = True) -> consent.ConsentChange:
-    return consent.set_consent(
-        vault=vault,
-        subject_id=subject,
-        purpose=purpose,
-        granted=granted,
-        notice_version=consent.current_notice_version(vault.policy),
-        source="recipient_api",
-    )
+from tests.integration.subject_helpers import give, plant
 
 
 def queued_consents(vault: Vault) -> list[dict[str, object]]:

@@ -27,9 +27,10 @@ from parcelvault.crypto.keystore import KeyStore, default_url
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger.keys import create_signer, load_signer
-from parcelvault.services import consent, erasure, export, holds, ledger_audit, tenants
+from parcelvault.services import erasure, export, holds, ledger_audit, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
+from tests.integration.subject_helpers import give
 
 
 def _ship(client: TestClient, key: str, canaries: Canaries, *, delivered: bool = True) -> str:
@@ -106,24 +107,13 @@ def _bodies_by_kind(vault: Vault) -> dict[str, list[bytes | None]]:
     return found
 
 
-def _give(vault: Vault, subject: str, purpose: str) -> None:
-    consent.set_consent(
-        vault=vault,
-        subject_id=subject,
-        purpose=purpose,
-        granted=True,
-        notice_version=consent.current_notice_version(vault.policy),
-        source="recipient_api",
-    )
-
-
 def test_entries_about_the_subject_lose_their_bodies_whether_placed_before_or_after_erasure(
     any_client: TestClient, any_vault: Vault, any_shop_key: str, canaries: Canaries
 ) -> None:
     number = _ship(any_client, any_shop_key, canaries, delivered=False)
     _merchant_view(any_client, any_shop_key, number)
     subject = _subject(any_vault, canaries)
-    _give(any_vault, subject, "notify_email")
+    give(any_vault, subject, "notify_email")
     ledger_log.sequence(any_vault.engine, now=any_vault.clock())
     # Still waiting for the sequencer when the erasure comes: an event, a look, a consent.
     late = {"event_id": "late-scan", "time": "2026-01-05T10:00:00+01:00", "status": "in_transit"}
@@ -132,7 +122,7 @@ def test_entries_about_the_subject_lose_their_bodies_whether_placed_before_or_af
     )
     assert posted.status_code == 201, posted.text
     _merchant_view(any_client, any_shop_key, number)
-    _give(any_vault, subject, "notify_sms")
+    give(any_vault, subject, "notify_sms")
     someone_else = Canaries()
     other = _ship(any_client, any_shop_key, someone_else)
     _merchant_view(any_client, any_shop_key, other)
