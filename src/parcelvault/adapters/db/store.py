@@ -12,13 +12,17 @@ from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Date,
     Insert,
+    Integer,
     Row,
+    String,
     Table,
     and_,
     bindparam,
+    case,
     func,
     null,
     or_,
@@ -531,30 +535,34 @@ def existing_event_ids(
     return _present(connection, events, "event_id", tenant_id, event_ids)
 
 
-_ADVANCE_STATUS = (
-    update(shipments)
-    .where(
-        shipments.c.id == bindparam("sid"),
-        or_(
-            shipments.c.status_at.is_(None),
-            shipments.c.status_at < bindparam("at"),
-            and_(
-                shipments.c.status_at == bindparam("at"),
-                shipments.c.status_arrival <= bindparam("arrival"),
-            ),
+_LATER = and_(
+    bindparam("advance", type_=Integer) == 1,
+    or_(
+        shipments.c.status_at.is_(None),
+        shipments.c.status_at < bindparam("at", type_=UtcDateTime()),
+        and_(
+            shipments.c.status_at == bindparam("at", type_=UtcDateTime()),
+            shipments.c.status_arrival <= bindparam("arrival", type_=BigInteger),
         ),
-    )
-    .values(
-        status=bindparam("status"), status_at=bindparam("at"), status_arrival=bindparam("arrival")
-    )
+    ),
 )
-
-
-_BUMP_VERSION = (
+_TOUCH = (
     update(shipments)
     .where(shipments.c.id == bindparam("sid"))
-    .values(version=shipments.c.version + 1)
+    .values(
+        version=shipments.c.version + 1,
+        status=case((_LATER, bindparam("status", type_=String)), else_=shipments.c.status),
+        status_at=case((_LATER, bindparam("at", type_=UtcDateTime())), else_=shipments.c.status_at),
+        status_arrival=case(
+            (_LATER, bindparam("arrival", type_=BigInteger)), else_=shipments.c.status_arrival
+        ),
+    )
 )
+"""One UPDATE per shipment a batch touches: it advances the `version` (which invalidates
+cached views) and, where the batch has a later event for it (`advance` 1), moves the
+current status forward only if that event is later than the one the shipment has. The
+condition is in the UPDATE itself, so concurrent writers cannot move a status backwards;
+every SET reads the row as it was before the UPDATE."""
 
 
 EVENT_COLUMNS = (
@@ -591,11 +599,18 @@ def insert_events(
         connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
     )
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
-    touched = sorted({row[0] for row in event_rows})
-    # First, and in id order: this takes every row lock the batch needs in one global
-    # order, so concurrent batches cannot deadlock on PostgreSQL.
-    driver_executemany(connection, _BUMP_VERSION, [{"sid": sid} for sid in touched])
-    driver_executemany(connection, _ADVANCE_STATUS, status_updates)
+    # In id order: this takes every row lock the batch needs in one global order, so
+    # concurrent batches cannot deadlock on PostgreSQL.
+    advances = {row["sid"]: row for row in status_updates}
+    idle = {"advance": 0, "status": None, "at": None, "arrival": None}
+    driver_executemany(
+        connection,
+        _TOUCH,
+        [
+            {"sid": sid, "advance": 1, **advances[sid]} if sid in advances else {"sid": sid, **idle}
+            for sid in sorted({row[0] for row in event_rows} | advances.keys())
+        ],
+    )
     proven = sorted({row[0] for row in event_rows if row[13]})
     for chunk in chunks(proven):
         connection.execute(_RETENTION_AGAIN, {"ids": list(chunk)})
