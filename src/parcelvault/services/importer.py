@@ -60,7 +60,10 @@ from parcelvault.services.tenants import tenant_principal
 from parcelvault.services.vault import Vault
 
 MAX_LINE_BYTES = 64 * 1024
-DEFAULT_CHUNK_SIZE = 4000
+DEFAULT_CHUNK_SIZE = 12_000
+"""Lines per chunk (one transaction each). Fewer, larger transactions rewrite the
+randomly ordered index pages (event ids, tracking numbers, subject keys) less often:
+12,000 lines took the writer about a tenth less CPU time than 4,000."""
 KEPT_REJECTIONS = 1000
 WHOLE_LINE = "(line)"
 STREET_SEPARATOR = "|"
