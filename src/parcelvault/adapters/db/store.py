@@ -67,6 +67,14 @@ def sqlite_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
+def _utc_from_sqlite_text(value: str) -> datetime:
+    """What a UtcDateTime column reads back from the text SQLite stores
+    (`sqlite_datetime`'s form), parsed in C rather than by SQLAlchemy's pattern: an
+    ingest batch reads the status time of up to a thousand shipments."""
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]]) -> list[Any]:
     """Rows as tuples in statement order (itemgetter builds them in C), with timestamps
     and dates turned into the text SQLAlchemy would have stored."""
@@ -384,7 +392,7 @@ def shipments_handled_by(
     Straight on the driver, as `_present` is: an ingest batch names up to a thousand
     numbers, and building, compiling and processing the Core query and its rows cost
     more than the indexed lookups. `status_at` goes through its column type's own
-    result processing."""
+    result processing (on SQLite, the same done by `datetime.fromisoformat`)."""
     wanted = sorted(set(numbers))
     found: list[HandledShipment] = []
     if not wanted:
@@ -397,6 +405,8 @@ def shipments_handled_by(
         f"WHERE (tenant_id = {mark} OR carrier_tenant_id = {mark}) AND tracking_number IN ("
     )
     to_time = shipments.c.status_at.type._cached_result_processor(dialect, None)
+    if dialect.name == "sqlite":
+        to_time = _utc_from_sqlite_text
     make = HandledShipment._make
     cursor = connection.connection.cursor()
     try:
