@@ -171,8 +171,9 @@ class KeyStore:
     def add(self, keys: Sequence[StoredKey], *, now: datetime) -> dict[str, StoredKey]:
         """Store new keys; where another process stored a key for the same subject
         first, theirs is kept and returned instead, so every writer seals with the
-        same key. One transaction: the insert (skipping subjects that have a key) and
-        the reading back of every subject's key."""
+        same key. One transaction: the insert (skipping subjects that have a key) and,
+        unless the driver counts every key as inserted, the reading back of every
+        subject's key."""
         if not keys:
             return {}
         rows = [
@@ -186,7 +187,13 @@ class KeyStore:
             for k in keys
         ]
         with self.engine.begin() as connection:
-            bulk_insert(connection, data_keys, rows, skip_duplicates=True)
+            inserted = bulk_insert(connection, data_keys, rows, skip_duplicates=True)
+            if inserted == len({k.subject_id for k in keys}) == len(keys):
+                # Every one of them went in: they are what the key store holds.
+                return {
+                    k.subject_id: StoredKey(k.subject_id, k.key_id, kek_of(k.wrapped), k.wrapped)
+                    for k in keys
+                }
             return _keys_of(connection, (k.subject_id for k in keys))
 
     def destroy(self, subject_id: str, *, now: datetime) -> StoredKey | None:

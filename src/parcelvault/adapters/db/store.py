@@ -100,22 +100,23 @@ def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]
 
 def bulk_insert(
     connection: Connection, table: Table, rows: list[dict[str, Any]], *, skip_duplicates: bool
-) -> None:
+) -> int:
     """executemany straight to the driver, for the ingest hot path.
 
     The statement is compiled once per table, column set and dialect; rows go to the
     DBAPI as plain tuples (SQLite) or dicts (PostgreSQL), skipping SQLAlchemy's per-row
     parameter processing, which cost more than the insert itself. The only type that
-    needs converting by hand is the UTC timestamp on SQLite.
+    needs converting by hand is the UTC timestamp on SQLite. Returns the number of rows
+    inserted as the driver counts them (-1 where it does not say).
     """
     if not rows:
-        return
+        return 0
     sql, order = _compiled_insert(connection, table, tuple(rows[0]), skip_duplicates)
     if connection.dialect.paramstyle == "qmark":
         params: Any = _sqlite_rows(table, order, rows)
     else:
         params = rows
-    connection.exec_driver_sql(sql, params)
+    return int(connection.exec_driver_sql(sql, params).rowcount)
 
 
 def _compiled_insert(
