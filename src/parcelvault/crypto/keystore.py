@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Integer,
     LargeBinary,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.adapters.db.store import chunks, insert_ignoring_duplicates
+from parcelvault.adapters.db.store import bulk_insert, chunks
 from parcelvault.adapters.db.tables import UtcDateTime
 
 KEYSTORE_FILE = "subject-keys.db"
@@ -122,6 +123,28 @@ def kek_of(wrapped: bytes) -> int:
     return 1
 
 
+def _keys_of(connection: Connection, subject_ids: Iterable[str]) -> dict[str, StoredKey]:
+    """The stored keys of these subjects, read straight through the driver: an import
+    reads hundreds of keys per chunk, and SQLAlchemy's row processing cost more than
+    the indexed lookups."""
+    wanted = sorted(set(subject_ids))
+    found: dict[str, StoredKey] = {}
+    if not wanted:
+        return found
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    # Only names and placeholders are interpolated; every value travels as a parameter.
+    head = "SELECT subject_id, key_id, kek_id, wrapped FROM data_keys WHERE subject_id IN ("
+    cursor = connection.connection.cursor()
+    try:
+        for chunk in chunks(wanted):
+            cursor.execute(head + ", ".join([mark] * len(chunk)) + ")", tuple(chunk))
+            for subject_id, key_id, kek_id, wrapped in cursor.fetchall():
+                found[subject_id] = StoredKey(subject_id, key_id, kek_id, bytes(wrapped))
+    finally:
+        cursor.close()
+    return found
+
+
 class KeyStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -139,16 +162,8 @@ class KeyStore:
         return cls(engine)
 
     def get(self, subject_ids: Iterable[str]) -> dict[str, StoredKey]:
-        wanted = sorted(set(subject_ids))
-        found: dict[str, StoredKey] = {}
         with self.engine.connect() as connection:
-            for chunk in chunks(wanted):
-                query = select(data_keys).where(data_keys.c.subject_id.in_(chunk))
-                for row in connection.execute(query):
-                    found[row.subject_id] = StoredKey(
-                        row.subject_id, row.key_id, row.kek_id, row.wrapped
-                    )
-        return found
+            return _keys_of(connection, subject_ids)
 
     def get_one(self, subject_id: str) -> StoredKey | None:
         return self.get([subject_id]).get(subject_id)
@@ -156,7 +171,9 @@ class KeyStore:
     def add(self, keys: Sequence[StoredKey], *, now: datetime) -> dict[str, StoredKey]:
         """Store new keys; where another process stored a key for the same subject
         first, theirs is kept and returned instead, so every writer seals with the
-        same key."""
+        same key. One transaction: the insert (skipping subjects that have a key) and,
+        unless the driver counts every key as inserted, the reading back of every
+        subject's key."""
         if not keys:
             return {}
         rows = [
@@ -170,8 +187,14 @@ class KeyStore:
             for k in keys
         ]
         with self.engine.begin() as connection:
-            connection.execute(insert_ignoring_duplicates(connection, data_keys), rows)
-        return self.get(k.subject_id for k in keys)
+            inserted = bulk_insert(connection, data_keys, rows, skip_duplicates=True)
+            if inserted == len({k.subject_id for k in keys}) == len(keys):
+                # Every one of them went in: they are what the key store holds.
+                return {
+                    k.subject_id: StoredKey(k.subject_id, k.key_id, kek_of(k.wrapped), k.wrapped)
+                    for k in keys
+                }
+            return _keys_of(connection, (k.subject_id for k in keys))
 
     def destroy(self, subject_id: str, *, now: datetime) -> StoredKey | None:
         """Delete a subject's key and remember its id as destroyed; the key that was

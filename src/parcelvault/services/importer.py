@@ -33,6 +33,8 @@ import os
 import pickle
 import re
 import signal
+import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -58,7 +60,10 @@ from parcelvault.services.tenants import tenant_principal
 from parcelvault.services.vault import Vault
 
 MAX_LINE_BYTES = 64 * 1024
-DEFAULT_CHUNK_SIZE = 4000
+DEFAULT_CHUNK_SIZE = 12_000
+"""Lines per chunk (one transaction each). Fewer, larger transactions rewrite the
+randomly ordered index pages (event ids, tracking numbers, subject keys) less often:
+12,000 lines took the writer about a tenth less CPU time than 4,000."""
 KEPT_REJECTIONS = 1000
 WHOLE_LINE = "(line)"
 STREET_SEPARATOR = "|"
@@ -746,7 +751,12 @@ def _run(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     report = ImportReport(dry_run=dry_run)
-    with vault.engine.connect() as connection, _bulk_settings(connection):
+    with (
+        vault.engine.connect() as connection,
+        _bulk_settings(connection),
+        _Checkpointer.for_(vault, connection) as checkpointer,
+        _collecting_between_chunks() as collect,
+    ):
         # A dry run keeps every chunk in one transaction that it rolls back, so events
         # can still find shipments of earlier chunks.
         outer = connection.begin() if dry_run else None
@@ -759,12 +769,41 @@ def _run(
                     outcome = _commit_chunk(connection, vault, tenant_id, chunk, csv_names)
                 _merge(report, chunk.lines, outcome, on_rejection)
                 statistics.chunk_written()
+                checkpointer.chunk_written()
+                collect()
                 if after_chunk is not None:
                     after_chunk()
         finally:
             if outer is not None:
                 outer.rollback()
     return report
+
+
+FULL_COLLECTION_EVERY = 64
+
+
+@contextmanager
+def _collecting_between_chunks() -> Iterator[Callable[[], None]]:
+    """Python's cyclic garbage collector, run between chunks instead of while one is
+    read and written. Each chunk allocates hundreds of thousands of tuples, dicts and
+    strings (unpickling a chunk alone is five times slower with automatic collection
+    on), and almost all of them are freed by reference counting when the chunk is
+    done. The young generations are collected after every chunk and everything every
+    FULL_COLLECTION_EVERY chunks, so cycles are still freed and memory stays bounded."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    written = 0
+
+    def collect() -> None:
+        nonlocal written
+        written += 1
+        gc.collect(2 if written % FULL_COLLECTION_EVERY == 0 else 1)
+
+    try:
+        yield collect
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Statistics:
@@ -802,6 +841,67 @@ _SQLITE_BULK = {"cache_size": -64 * 1024, "wal_autocheckpoint": 8192}
 """Page cache of 64 MiB (the indexes on random ids need it) and a WAL checkpoint every
 32 MiB rather than 4 MiB, for the import's own connection only. On this kind of disk
 they made the import about a quarter faster."""
+
+
+class _Checkpointer:
+    """Copies the SQLite write-ahead log into the database file in a thread of its own
+    (a PASSIVE checkpoint after each chunk, on a connection of its own) while the writer
+    goes on with the next chunk. The copying and its fsyncs then rarely fall on the
+    writer's commits; the writer's own automatic checkpoint still runs when the log
+    passes its limit (and finds little left to copy), so the log stays bounded. SQLite
+    does the work without Python's lock. Durability is SQLite's as configured: a
+    checkpoint only copies committed pages."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._wanted = threading.Event()
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        if raw is not None:
+            self._thread = threading.Thread(
+                target=self._loop, name="parcelvault-import-checkpoint", daemon=True
+            )
+            self._thread.start()
+
+    @classmethod
+    def for_(cls, vault: Vault, connection: Connection) -> _Checkpointer:
+        """A checkpointer for a SQLite database in WAL mode; otherwise one that does
+        nothing."""
+        if connection.dialect.name != "sqlite":
+            return cls(None)
+        mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()).lower()
+        connection.commit()
+        return cls(vault.engine.raw_connection() if mode == "wal" else None)
+
+    def _loop(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._closing:
+                return
+            try:
+                cursor = self._raw.cursor()
+                try:
+                    cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    cursor.fetchall()
+                finally:
+                    cursor.close()
+            except sqlite3.Error:  # e.g. the database went away: the writer checkpoints itself
+                return
+
+    def chunk_written(self) -> None:
+        if self._thread is not None:
+            self._wanted.set()
+
+    def __enter__(self) -> _Checkpointer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._thread is not None:
+            self._closing = True
+            self._wanted.set()
+            self._thread.join()
+            self._raw.close()
 
 
 @contextmanager

@@ -101,31 +101,41 @@ class SubjectKeys:
         missing = sorted({sid for sid in subject_ids if sid not in self._stored})
         if not missing:
             return
-        stored = self._keystore.get(missing)
-        fresh = [sid for sid in missing if sid not in stored] if create else []
-        if fresh:
-            offers = offered or {}
-            made: list[StoredKey] = []
-            raw: dict[str, bytes] = {}
-            for sid in fresh:
-                key = offers.get(sid)
-                if key is None:
-                    raw[sid] = data_key = self._keyring.new_data_key()
-                    wrapped = self._keyring.wrap(data_key, sid)
-                    key = StoredKey(sid, new_key_id(), self._keyring.kek_id, wrapped)
-                made.append(key)
-            stored.update(self._keystore.add(made, now=self._now))
-            ours = {key.subject_id: key.key_id for key in made}
-            for sid, data_key in raw.items():
-                kept = stored.get(sid)
-                if kept is not None and kept.key_id == ours[sid]:
-                    self._ciphers[sid] = AESGCM(data_key)  # ours: no need to unwrap it
+        offers = offered or {}
+        if create and all(sid in offers for sid in missing):
+            # One key-store transaction: the offered keys go in where the subject has
+            # none, and every subject's key (offered or earlier) comes back.
+            stored = self._keystore.add([offers[sid] for sid in missing], now=self._now)
+        else:
+            stored = self._keystore.get(missing)
+            fresh = [sid for sid in missing if sid not in stored] if create else []
+            if fresh:
+                self._add_fresh(fresh, offers, stored)
         if create:
             self.new_rows.extend(
                 {"id": sid, "key_id": key.key_id, "created_at": self._now}
                 for sid, key in stored.items()
             )
         self._stored.update(stored)
+
+    def _add_fresh(
+        self, fresh: list[str], offers: Mapping[str, StoredKey], stored: dict[str, StoredKey]
+    ) -> None:
+        made: list[StoredKey] = []
+        raw: dict[str, bytes] = {}
+        for sid in fresh:
+            key = offers.get(sid)
+            if key is None:
+                raw[sid] = data_key = self._keyring.new_data_key()
+                wrapped = self._keyring.wrap(data_key, sid)
+                key = StoredKey(sid, new_key_id(), self._keyring.kek_id, wrapped)
+            made.append(key)
+        stored.update(self._keystore.add(made, now=self._now))
+        ours = {key.subject_id: key.key_id for key in made}
+        for sid, data_key in raw.items():
+            kept = stored.get(sid)
+            if kept is not None and kept.key_id == ours[sid]:
+                self._ciphers[sid] = AESGCM(data_key)  # ours: no need to unwrap it
 
     def key_id(self, subject_id: str) -> str | None:
         key = self._stored.get(subject_id)

@@ -12,13 +12,17 @@ from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Date,
     Insert,
+    Integer,
     Row,
+    String,
     Table,
     and_,
     bindparam,
+    case,
     func,
     null,
     or_,
@@ -63,6 +67,14 @@ def sqlite_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
+def _utc_from_sqlite_text(value: str) -> datetime:
+    """What a UtcDateTime column reads back from the text SQLite stores
+    (`sqlite_datetime`'s form), parsed in C rather than by SQLAlchemy's pattern: an
+    ingest batch reads the status time of up to a thousand shipments."""
+    parsed = datetime.fromisoformat(value)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]]) -> list[Any]:
     """Rows as tuples in statement order (itemgetter builds them in C), with timestamps
     and dates turned into the text SQLAlchemy would have stored."""
@@ -88,22 +100,23 @@ def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]
 
 def bulk_insert(
     connection: Connection, table: Table, rows: list[dict[str, Any]], *, skip_duplicates: bool
-) -> None:
+) -> int:
     """executemany straight to the driver, for the ingest hot path.
 
     The statement is compiled once per table, column set and dialect; rows go to the
     DBAPI as plain tuples (SQLite) or dicts (PostgreSQL), skipping SQLAlchemy's per-row
     parameter processing, which cost more than the insert itself. The only type that
-    needs converting by hand is the UTC timestamp on SQLite.
+    needs converting by hand is the UTC timestamp on SQLite. Returns the number of rows
+    inserted as the driver counts them (-1 where it does not say).
     """
     if not rows:
-        return
+        return 0
     sql, order = _compiled_insert(connection, table, tuple(rows[0]), skip_duplicates)
     if connection.dialect.paramstyle == "qmark":
         params: Any = _sqlite_rows(table, order, rows)
     else:
         params = rows
-    connection.exec_driver_sql(sql, params)
+    return int(connection.exec_driver_sql(sql, params).rowcount)
 
 
 def _compiled_insert(
@@ -380,7 +393,7 @@ def shipments_handled_by(
     Straight on the driver, as `_present` is: an ingest batch names up to a thousand
     numbers, and building, compiling and processing the Core query and its rows cost
     more than the indexed lookups. `status_at` goes through its column type's own
-    result processing."""
+    result processing (on SQLite, the same done by `datetime.fromisoformat`)."""
     wanted = sorted(set(numbers))
     found: list[HandledShipment] = []
     if not wanted:
@@ -393,6 +406,8 @@ def shipments_handled_by(
         f"WHERE (tenant_id = {mark} OR carrier_tenant_id = {mark}) AND tracking_number IN ("
     )
     to_time = shipments.c.status_at.type._cached_result_processor(dialect, None)
+    if dialect.name == "sqlite":
+        to_time = _utc_from_sqlite_text
     make = HandledShipment._make
     cursor = connection.connection.cursor()
     try:
@@ -531,30 +546,34 @@ def existing_event_ids(
     return _present(connection, events, "event_id", tenant_id, event_ids)
 
 
-_ADVANCE_STATUS = (
-    update(shipments)
-    .where(
-        shipments.c.id == bindparam("sid"),
-        or_(
-            shipments.c.status_at.is_(None),
-            shipments.c.status_at < bindparam("at"),
-            and_(
-                shipments.c.status_at == bindparam("at"),
-                shipments.c.status_arrival <= bindparam("arrival"),
-            ),
+_LATER = and_(
+    bindparam("advance", type_=Integer) == 1,
+    or_(
+        shipments.c.status_at.is_(None),
+        shipments.c.status_at < bindparam("at", type_=UtcDateTime()),
+        and_(
+            shipments.c.status_at == bindparam("at", type_=UtcDateTime()),
+            shipments.c.status_arrival <= bindparam("arrival", type_=BigInteger),
         ),
-    )
-    .values(
-        status=bindparam("status"), status_at=bindparam("at"), status_arrival=bindparam("arrival")
-    )
+    ),
 )
-
-
-_BUMP_VERSION = (
+_TOUCH = (
     update(shipments)
     .where(shipments.c.id == bindparam("sid"))
-    .values(version=shipments.c.version + 1)
+    .values(
+        version=shipments.c.version + 1,
+        status=case((_LATER, bindparam("status", type_=String)), else_=shipments.c.status),
+        status_at=case((_LATER, bindparam("at", type_=UtcDateTime())), else_=shipments.c.status_at),
+        status_arrival=case(
+            (_LATER, bindparam("arrival", type_=BigInteger)), else_=shipments.c.status_arrival
+        ),
+    )
 )
+"""One UPDATE per shipment a batch touches: it advances the `version` (which invalidates
+cached views) and, where the batch has a later event for it (`advance` 1), moves the
+current status forward only if that event is later than the one the shipment has. The
+condition is in the UPDATE itself, so concurrent writers cannot move a status backwards;
+every SET reads the row as it was before the UPDATE."""
 
 
 EVENT_COLUMNS = (
@@ -591,24 +610,41 @@ def insert_events(
         connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
     )
     bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
-    touched = sorted({row[0] for row in event_rows})
-    # First, and in id order: this takes every row lock the batch needs in one global
-    # order, so concurrent batches cannot deadlock on PostgreSQL.
-    driver_executemany(connection, _BUMP_VERSION, [{"sid": sid} for sid in touched])
-    driver_executemany(connection, _ADVANCE_STATUS, status_updates)
+    # In id order: this takes every row lock the batch needs in one global order, so
+    # concurrent batches cannot deadlock on PostgreSQL.
+    advances = {row["sid"]: row for row in status_updates}
+    idle = {"advance": 0, "status": None, "at": None, "arrival": None}
+    driver_executemany(
+        connection,
+        _TOUCH,
+        [
+            {"sid": sid, "advance": 1, **advances[sid]} if sid in advances else {"sid": sid, **idle}
+            for sid in sorted({row[0] for row in event_rows} | advances.keys())
+        ],
+    )
     proven = sorted({row[0] for row in event_rows if row[13]})
     for chunk in chunks(proven):
-        connection.execute(_RETENTION_AGAIN, {"ids": list(chunk)})
+        # Found by id first, then updated by id: with the conditions in the UPDATE,
+        # SQLite's planner walks the whole retention_next_at index (NULL for almost every
+        # shipment) instead of looking the ids up, and every batch with proofs cost the
+        # size of the table. The rows are locked already (`_TOUCH` on PostgreSQL, the
+        # write lock on SQLite), so nothing changes in between.
+        done = [
+            row.id
+            for row in connection.execute(_SHREDDED_OF, {"ids": list(chunk)})
+            if row.retention_next_at is None
+        ]
+        if done:
+            connection.execute(_RETENTION_AGAIN, {"ids": done})
 
 
 RETENTION_DUE_AT_ONCE = datetime(2000, 1, 1, tzinfo=UTC)
+_SHREDDED_OF = select(shipments.c.id, shipments.c.retention_next_at).where(
+    shipments.c.id.in_(bindparam("ids", expanding=True)), shipments.c.shredded.is_not(None)
+)
 _RETENTION_AGAIN = (
     update(shipments)
-    .where(
-        shipments.c.id.in_(bindparam("ids", expanding=True)),
-        shipments.c.retention_next_at.is_(None),
-        shipments.c.shredded.is_not(None),
-    )
+    .where(shipments.c.id.in_(bindparam("ids", expanding=True)))
     .values(retention_next_at=RETENTION_DUE_AT_ONCE)
 )
 """A proof of delivery arriving for a shipment that retention had finished with (a late
