@@ -66,6 +66,7 @@ class Planned:
     fields: tuple[str, ...]  # shipment fields stored
     due: frozenset[str]
     held: bool
+    next_at: datetime | None  # when the sweep must look again (None: never)
 
 
 def _time(value: datetime) -> str:
@@ -114,11 +115,16 @@ def _plan(count: int, now: datetime, seed: int = 11) -> Iterator[tuple[Planned, 
             )
         else:
             due = frozenset()
+        next_at = {
+            "recent": final_at + timedelta(days=90),
+            "fresh": final_at + timedelta(days=30),
+            "underway": now + DAY,
+        }.get(kind)
         event_id = f"e{n}"
         proof_record = (
             hashlib.sha256(f"1\x1f{event_id}".encode()).hexdigest()[:32] if has_proof else None
         )
-        planned = Planned(shipment_id, proof_record, fields, due, kind == "held")
+        planned = Planned(shipment_id, proof_record, fields, due, kind == "held", next_at)
         yield (
             planned,
             {
@@ -165,7 +171,8 @@ def seed(db: Path, count: int, now: datetime) -> list[Planned]:
             evs,
         )
         connection.executemany(
-            "INSERT INTO sealed_fields (record_id, field, subject_id, value) VALUES (?, ?, ?, ?)",
+            "INSERT INTO sealed_fields (shipment_id, record_id, field, subject_id, value) "
+            "VALUES (?, ?, ?, ?, ?)",
             sealed,
         )
         connection.commit()
@@ -197,10 +204,10 @@ def seed(db: Path, count: int, now: datetime) -> list[Planned]:
                 int(bool(planned.proof_record)),
             )
         )
-        sealed.extend((sid, name, subject, rng.randbytes(44)) for name in planned.fields)
+        sealed.extend((sid, sid, name, subject, rng.randbytes(44)) for name in planned.fields)
         if planned.proof_record:
             sealed.extend(
-                (planned.proof_record, name, subject, rng.randbytes(44)) for name in PROOF
+                (sid, planned.proof_record, name, subject, rng.randbytes(44)) for name in PROOF
             )
         if len(ships) >= SEED_CHUNK:
             flush()
@@ -232,38 +239,55 @@ def _expected(plan: list[Planned]) -> tuple[int, int]:
     return removed, left
 
 
-def ceiling(db: Path, plan: list[Planned], now: datetime) -> float:
-    """Seconds raw sqlite3 takes for the writes the plan calls for."""
-    connection = sqlite3.connect(db, isolation_level=None)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
-    later = _time(now + DAY)
-    began = time.perf_counter()
+def _writes(plan: list[Planned]) -> Iterator[dict[str, list[tuple[Any, ...]]]]:
+    """The statements' parameters the plan calls for, 2,000 shipments at a time: a
+    shipment whose every value is due loses its whole key range, one with some due
+    loses those (shipment, record, field) keys; every shipment looked at gets its
+    outcome, setting `retention_next_at` only where it changes from NULL."""
     for start in range(0, len(plan), BATCH):
-        whole: list[tuple[str]] = []
-        partial: list[tuple[str, str]] = []
-        updates: list[tuple[str, str | None, str]] = []
+        writes: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _STATEMENTS}
         for p in plan[start : start + BATCH]:
             if p.held:
                 continue
-            due_contact = [f for f in p.fields if f in p.due]
-            if len(due_contact) == len(p.fields):
-                whole.append((p.shipment_id,))
+            stored = set(p.fields) | (set(PROOF) if p.proof_record else set())
+            if p.due and p.due == stored:
+                writes["whole"].append((p.shipment_id,))
             else:
-                partial.extend((p.shipment_id, f) for f in due_contact)
-            if p.proof_record and PROOF[0] in p.due:
-                whole.append((p.proof_record,))
-            updates.append((",".join(sorted(p.due)), later, p.shipment_id))
+                writes["partial"].extend(
+                    (p.shipment_id, p.proof_record if f in PROOF else p.shipment_id, f)
+                    for f in sorted(p.due)
+                )
+            marker = ",".join(sorted(p.due)) if p.due else ("" if p.next_at is None else None)
+            kind = ("bump" if p.due else "mark") + ("_next" if p.next_at else "")
+            params = (marker, _time(p.next_at)) if p.next_at else (marker,)
+            writes[kind].append((*params, p.shipment_id))
+        yield writes
+
+
+_STATEMENTS = {
+    "whole": "DELETE FROM sealed_fields WHERE shipment_id = ?",
+    "partial": "DELETE FROM sealed_fields WHERE shipment_id = ? AND record_id = ? AND field = ?",
+    "bump": "UPDATE shipments SET shredded = ?, version = version + 1 WHERE id = ?",
+    "bump_next": "UPDATE shipments SET shredded = ?, retention_next_at = ?, "
+    "version = version + 1 WHERE id = ?",
+    "mark": "UPDATE shipments SET shredded = ? WHERE id = ?",
+    "mark_next": "UPDATE shipments SET shredded = ?, retention_next_at = ? WHERE id = ?",
+}
+
+
+def ceiling(db: Path, plan: list[Planned]) -> float:
+    """Seconds raw sqlite3 takes for the writes the plan calls for."""
+    batches = list(_writes(plan))
+    connection = sqlite3.connect(db, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA cache_size = {retention.SWEEP_CACHE_KIB}")
+    began = time.perf_counter()
+    for writes in batches:
         connection.execute("BEGIN")
-        connection.executemany("DELETE FROM sealed_fields WHERE record_id = ?", whole)
-        connection.executemany(
-            "DELETE FROM sealed_fields WHERE record_id = ? AND field = ?", partial
-        )
-        connection.executemany(
-            "UPDATE shipments SET shredded = ?, retention_next_at = ?, version = version + 1 "
-            "WHERE id = ?",
-            updates,
-        )
+        for name, params in writes.items():
+            if params:
+                connection.executemany(_STATEMENTS[name], params)
         connection.execute("COMMIT")
     seconds = time.perf_counter() - began
     connection.close()
@@ -317,7 +341,7 @@ def run(workdir: Path, *, rounds: int, quick: bool = False) -> list[Result]:
             raise BenchError("the dry run and the sweep disagree")
         if idle.examined != held or idle.values_removed:
             raise BenchError(f"the second sweep examined {idle.examined:,} shipments")
-        raw_seconds = ceiling(raw, plan, now)
+        raw_seconds = ceiling(raw, plan)
         if _sealed_count(raw) != expect_left:
             raise BenchError("the raw ceiling left a different number of values")
         sweep_rates.append(count / report.seconds)

@@ -158,11 +158,14 @@ def correct_address(
         names = sorted(changed)
         connection.execute(
             delete(sealed_fields).where(
-                sealed_fields.c.record_id == shipment_id, sealed_fields.c.field.in_(names)
+                sealed_fields.c.shipment_id == shipment_id,
+                sealed_fields.c.record_id == shipment_id,
+                sealed_fields.c.field.in_(names),
             )
         )
         sealed = [
             {
+                "shipment_id": shipment_id,
                 "record_id": shipment_id,
                 "field": field,
                 "subject_id": shipment.subject_id,
@@ -191,10 +194,14 @@ def correct_address(
 
 
 def _opened(
-    connection: Connection, cipher: AESGCM, subject_id: str, record_id: str
+    connection: Connection, cipher: AESGCM, subject_id: str, shipment_id: str
 ) -> dict[str, str]:
     """The current values of the correctable fields (a value that fails to open counts
     as different from anything asked for)."""
-    rows = [r for r in store.sealed_of_records(connection, [record_id]) if r.field in CORRECTABLE]
+    rows = [
+        r
+        for r in store.sealed_of_shipments(connection, [shipment_id])
+        if r.record_id == shipment_id and r.field in CORRECTABLE
+    ]
     opened, _ = open_records(cipher, subject_id, rows)
-    return opened.get(record_id, {})
+    return opened.get(shipment_id, {})

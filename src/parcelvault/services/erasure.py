@@ -49,7 +49,6 @@ from parcelvault.crypto.keyed_hash import ERASED_DIGEST
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.services.holds import UnderHold, active_holds_of_subject
-from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -223,17 +222,10 @@ def _move_to_tombstone(
 
 
 def _delete_sealed(connection: Connection, subject_id: str) -> None:
-    """Delete the subject's ciphertexts: those of its shipments and of their events'
-    proofs (sealed values are found by record id; see `tables.sealed_fields`)."""
-    shipment_ids = shipment_ids_of(connection, subject_id)
-    proofs = connection.execute(
-        select(events.c.tenant_id, events.c.event_id)
-        .join(shipments, shipments.c.id == events.c.shipment_id)
-        .where(shipments.c.subject_id == subject_id, events.c.has_proof.is_(True))
-    ).all()
-    records = shipment_ids + [event_row_id(p.tenant_id, p.event_id) for p in proofs]
-    for chunk in chunks(records):
-        connection.execute(delete(sealed_fields).where(sealed_fields.c.record_id.in_(chunk)))
+    """Delete the subject's ciphertexts: every value stored under its shipments, their
+    proofs' included (see `tables.sealed_fields`)."""
+    for chunk in chunks(shipment_ids_of(connection, subject_id)):
+        connection.execute(delete(sealed_fields).where(sealed_fields.c.shipment_id.in_(chunk)))
 
 
 def _erase_ledger_bodies(connection: Connection, subject_id: str, now: datetime) -> None:

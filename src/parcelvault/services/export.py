@@ -87,13 +87,7 @@ def export_subject(
         if not rows:
             raise NotFound()
         events_by_shipment = {row.id: store.events_of(connection, row.id) for row in rows}
-        records = [row.id for row in rows] + [
-            event_row_id(e.tenant_id, e.event_id)
-            for evs in events_by_shipment.values()
-            for e in evs
-            if e.has_proof
-        ]
-        sealed = store.sealed_of_records(connection, records)
+        sealed = store.sealed_of_shipments(connection, [row.id for row in rows])
         consent_rows = (
             []
             if only_shipment is not None

@@ -153,29 +153,43 @@ class SubjectKeys:
 
 
 def _seal_all(
-    keys: SubjectKeys, subject_id: str, record_id: str, values: dict[str, str], policy: Policy
+    keys: SubjectKeys,
+    subject_id: str,
+    shipment_id: str,
+    record_id: str,
+    values: dict[str, str],
+    policy: Policy,
 ) -> list[dict[str, Any]]:
     cipher = keys.cipher(subject_id)
     if cipher is None:
         raise LookupError(f"no data key for subject {subject_id} was loaded")
-    return _seal_values(cipher, subject_id, record_id, values, policy)
+    return _seal_values(cipher, subject_id, shipment_id, record_id, values, policy)
 
 
 def _seal_with(
     cipher: AESGCM, subject_id: str, record_id: str, shipment: NewShipment, policy: Policy
 ) -> list[dict[str, Any]]:
-    return _seal_values(cipher, subject_id, record_id, shipment.personal_values(), policy)
+    values = shipment.personal_values()
+    return _seal_values(cipher, subject_id, record_id, record_id, values, policy)
 
 
 def _seal_values(
-    cipher: AESGCM, subject_id: str, record_id: str, values: dict[str, str], policy: Policy
+    cipher: AESGCM,
+    subject_id: str,
+    shipment_id: str,
+    record_id: str,
+    values: dict[str, str],
+    policy: Policy,
 ) -> list[dict[str, Any]]:
+    """Sealed rows of one record (a shipment, or an event's proof) of a shipment; the
+    associated data names the record, `shipment_id` only places the row."""
     rows = []
     for name, value in values.items():
         if not policy.is_personal(name):
             raise ValueError(f"{name} has no policy rule; refusing to store it")
         rows.append(
             {
+                "shipment_id": shipment_id,
                 "record_id": record_id,
                 "field": name,
                 "subject_id": subject_id,
@@ -332,7 +346,13 @@ def prepare_shipments(
         if early is not None and early.key.key_id == keys.key_id(subject):
             record_id, digest = early.record_id, early.postcode_digest
             prepared.sealed.extend(
-                {"record_id": record_id, "field": name, "subject_id": subject, "value": value}
+                {
+                    "shipment_id": record_id,
+                    "record_id": record_id,
+                    "field": name,
+                    "subject_id": subject,
+                    "value": value,
+                }
                 for name, value in early.sealed
             )
         else:
@@ -341,7 +361,7 @@ def prepare_shipments(
                 keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
             )
             prepared.sealed.extend(
-                _seal_all(keys, subject, record_id, shipment.personal_values(), policy)
+                _seal_all(keys, subject, record_id, record_id, shipment.personal_values(), policy)
             )
         prepared.tracking_numbers[index] = number
         prepared.rows.append(
@@ -589,7 +609,7 @@ def prepare_flat_events(
     if proof_subjects:
         keys.load(sorted(proof_subjects), create=False)
     seen: set[str] = set()
-    to_seal: list[tuple[str, str, dict[str, str]]] = []
+    to_seal: list[tuple[str, str, str, dict[str, str]]] = []
     # Per shipment: (event time in UTC microseconds, arrival, status) of the latest
     # event so far, starting from what is stored. The (time, arrival) pairs are
     # compared as tuples, which is the order `supersedes` defines.
@@ -634,15 +654,17 @@ def prepare_flat_events(
             )
         )
         if personal:
-            to_seal.append((shipment.subject_id, event_row_id(tenant_id, event_id), personal))
+            to_seal.append(
+                (shipment.subject_id, shipment_id, event_row_id(tenant_id, event_id), personal)
+            )
         assert at_us is not None  # events without a UTC offset were refused above
         best = latest.get(shipment_id)
         if best is None or (at_us, arrival) >= best[:2]:
             latest[shipment_id] = (at_us, arrival, status, occurred_at)
             changed.add(shipment_id)
     if to_seal:
-        for subject, row_id, personal in to_seal:
-            prepared.sealed.extend(_seal_all(keys, subject, row_id, personal, policy))
+        for subject, owner, row_id, personal in to_seal:
+            prepared.sealed.extend(_seal_all(keys, subject, owner, row_id, personal, policy))
     # In shipment-id order, as the version bumps are: concurrent batches touching the
     # same shipments then lock them in the same order and cannot deadlock.
     prepared.status_updates = [

@@ -29,13 +29,15 @@ Shipments under an active legal hold are left untouched (and reported); their
 removes what is due by then.
 
 Decisions are made in batches in set-based SQL straight on the DBAPI cursor: one
-keyset query picks a batch of due shipments, one query finds their proofs, one
-DELETE ... RETURNING per group of shipments with the same due fields removes the
-values, and one executemany writes the outcomes.
+keyset query picks a batch of due shipments, one DELETE ... RETURNING per group of
+shipments with the same due fields removes the values (sealed values are stored by
+shipment, proofs included, so this is a walk over neighbouring key ranges; see
+`tables.sealed_fields`), and one executemany writes the outcomes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -50,7 +52,6 @@ from sqlalchemy import Connection
 
 from parcelvault.domain.statuses import FINAL_STATUSES
 from parcelvault.privacy.policy import FieldRule, Policy
-from parcelvault.services.ingest import event_row_id
 from parcelvault.services.periodic import Periodic
 from parcelvault.services.vault import Vault
 
@@ -75,8 +76,8 @@ class Schedule:
 
     after_created: tuple[tuple[timedelta, frozenset[str]], ...]
     after_delivered: tuple[tuple[timedelta, frozenset[str]], ...]
-    shipment_fields: frozenset[str]
-    event_fields: frozenset[str]
+    personal: frozenset[str]
+    """Every field the policy seals, of shipments and of their events' proofs."""
 
     @classmethod
     def of(cls, policy: Policy) -> Schedule:
@@ -95,8 +96,7 @@ class Schedule:
         return cls(
             after_created=periods("created"),
             after_delivered=periods("delivered"),
-            shipment_fields=_names(policy.fields_of("shipment")),
-            event_fields=_names(policy.fields_of("event")),
+            personal=_names(policy.fields_of("shipment")) | _names(policy.fields_of("event")),
         )
 
 
@@ -199,6 +199,9 @@ class _Sql:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         self.cursor.execute(self.text(sql), tuple(params))
         return list(self.cursor.fetchall())
+
+    def run(self, sql: str, params: Sequence[Any]) -> None:
+        self.cursor.execute(self.text(sql), tuple(params))
 
     def many(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         if params:
@@ -312,7 +315,7 @@ def _sqlite_cache(connection: Connection) -> Iterator[None]:
 
 
 def _due_batch(sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool) -> list[Any]:
-    columns = "id, tenant_id, status, status_at, created_at, shredded"
+    columns = "id, status, status_at, created_at, shredded, retention_next_at"
     query = f"SELECT {columns} FROM shipments WHERE id > ? AND {_DUE} ORDER BY id LIMIT ?"  # noqa: S608
     if lock and not sql.sqlite:
         # Concurrent sweeps (one per serving process) share the work instead of waiting.
@@ -330,53 +333,49 @@ def _sweep_batch(
 ) -> list[datetime]:
     """Decide and (unless `dry_run`) apply one batch; returns the next due times."""
     held = _holds_in_range(sql, rows[0][0], rows[-1][0])
-    outcomes: list[tuple[str, str | None, datetime | None]] = []
-    shipment_groups: dict[frozenset[str], list[str]] = {}
-    event_groups: dict[frozenset[str], list[str]] = {}
-    shipment_fields, event_fields = schedule.shipment_fields, schedule.event_fields
-    for shipment_id, _tenant, status, status_at, created_at, shredded in rows:
+    outcomes: list[tuple[str, str | None, datetime | None, bool]] = []
+    groups: dict[frozenset[str], list[str]] = {}
+    for shipment_id, status, status_at, created_at, shredded, next_before in rows:
         if shipment_id in held:
             number, refs = held[shipment_id]
             report.held.append(HeldShipment(number, tuple(refs)))
             continue
         due, next_at = decide(status, status_at, created_at)
-        outcomes.append((shipment_id, shredded, next_at))
-        if not due:
-            continue
-        own = due & shipment_fields
-        if own:
-            shipment_groups.setdefault(own, []).append(shipment_id)
-        proof = due & event_fields
-        if proof:
-            event_groups.setdefault(proof, []).append(shipment_id)
-    removed: dict[str, set[str]] = {}
-    for names, ids in shipment_groups.items():
-        owner = {shipment_id: shipment_id for shipment_id in ids}
-        every = names == schedule.shipment_fields
-        _remove(sql, owner, names, every=every, dry_run=dry_run, removed=removed, report=report)
-    for names, ids in event_groups.items():
-        owner = _proof_records(sql, ids)
-        every = names == schedule.event_fields
-        _remove(sql, owner, names, every=every, dry_run=dry_run, removed=removed, report=report)
-    changed: list[tuple[str, Any, str]] = []
-    unchanged: list[tuple[str | None, Any, str]] = []
-    for shipment_id, shredded, next_at in outcomes:
+        outcomes.append((shipment_id, shredded, next_at, next_at is None and next_before is None))
+        if due:
+            groups.setdefault(due, []).append(shipment_id)
+    removed: dict[str, str] = {}
+    for names, ids in groups.items():
+        _remove(sql, ids, names, every=names >= schedule.personal, dry_run=dry_run, into=removed)
+    for names_gone, count in Counter(removed.values()).items():
+        for name in names_gone.split(","):
+            report.removed[name] += count
+    updates: dict[tuple[bool, bool], list[tuple[Any, ...]]] = {}
+    for shipment_id, shredded, next_at, stays_null in outcomes:
         gone = removed.get(shipment_id)
         if gone:
-            previous = set(shredded.split(",")) if shredded else set()
-            changed.append((",".join(sorted(previous | gone)), sql.time(next_at), shipment_id))
+            marker: str | None = _shredded(shredded, gone)
         else:
             marker = shredded if shredded is not None else ("" if next_at is None else None)
-            unchanged.append((marker, sql.time(next_at), shipment_id))
-    report.shipments_changed += len(changed)
+        row = (marker, shipment_id) if stays_null else (marker, sql.time(next_at), shipment_id)
+        updates.setdefault((bool(gone), not stays_null), []).append(row)
+    report.shipments_changed += sum(len(p) for (bump, _), p in updates.items() if bump)
     if not dry_run:
-        sql.many(
-            "UPDATE shipments SET shredded = ?, retention_next_at = ?, version = version + 1 "
-            "WHERE id = ?",
-            changed,
-        )
-        sql.many("UPDATE shipments SET shredded = ?, retention_next_at = ? WHERE id = ?", unchanged)
-    return [next_at for *_, next_at in outcomes if next_at is not None]
+        for (bump, sets_next), outcome_rows in updates.items():
+            sql.many(_outcome_statement(bump=bump, sets_next=sets_next), outcome_rows)
+    return [next_at for _, _, next_at, _ in outcomes if next_at is not None]
+
+
+def _outcome_statement(*, bump: bool, sets_next: bool) -> str:
+    """The UPDATE writing a shipment's outcome: `retention_next_at` is set only where
+    it changes (a shipment never looked at whose periods have all ended keeps NULL, and
+    its index entry is left alone); the version is bumped where a value was removed."""
+    columns = ["shredded = ?"]
+    if sets_next:
+        columns.append("retention_next_at = ?")
+    if bump:
+        columns.append("version = version + 1")
+    return f"UPDATE shipments SET {', '.join(columns)} WHERE id = ?"  # noqa: S608 (constants)
 
 
 def _holds_in_range(sql: _Sql, first: str, last: str) -> dict[str, tuple[str, list[str]]]:
@@ -394,49 +393,39 @@ def _holds_in_range(sql: _Sql, first: str, last: str) -> dict[str, tuple[str, li
     return found
 
 
-def _proof_records(sql: _Sql, shipment_ids: Sequence[str]) -> dict[str, str]:
-    """Record id of each proof of these shipments -> the shipment it belongs to."""
-    owner: dict[str, str] = {}
-    for start in range(0, len(shipment_ids), IN_CHUNK):
-        chunk = shipment_ids[start : start + IN_CHUNK]
-        where = f"shipment_id IN ({_marks(len(chunk))}) AND has_proof"
-        query = f"SELECT shipment_id, tenant_id, event_id FROM events WHERE {where}"  # noqa: S608
-        found = sql.rows(query, chunk)
-        for shipment_id, tenant_id, event_id in found:
-            owner[event_row_id(tenant_id, event_id)] = shipment_id
-    return owner
-
-
 def _remove(
     sql: _Sql,
-    owner: dict[str, str],
+    shipment_ids: Sequence[str],
     names: frozenset[str],
     *,
     every: bool,
     dry_run: bool,
-    removed: dict[str, set[str]],
-    report: SweepReport,
+    into: dict[str, str],
 ) -> None:
-    """Delete (or, in a dry run, find) the values of `names` of the records in
-    `owner` (record id -> shipment id), noting what went per shipment and field."""
-    records = sorted(owner)
+    """Delete (unless `dry_run`) the values of `names` stored under these shipments
+    (their own and their proofs'), noting in `into` the fields that went from each
+    shipment (comma-separated, in no particular order). With `every`, `names` covers
+    every field the policy seals: the shipments' whole key ranges go, with no filter on
+    the field. Each chunk is read once, one row per shipment, then deleted: the rows are
+    locked (SQLite: the write lock; PostgreSQL: the shipments' rows, which a writer
+    adding values to a shipment also updates), so the two statements see the same rows."""
     field_filter = "" if every else f" AND field IN ({_marks(len(names))})"
     extra = [] if every else sorted(names)
-    for start in range(0, len(records), IN_CHUNK):
-        chunk = records[start : start + IN_CHUNK]
-        where = f"WHERE record_id IN ({_marks(len(chunk))}){field_filter}"
-        if dry_run:
-            statement = f"SELECT record_id, field FROM sealed_fields {where}"  # noqa: S608
-        else:
-            statement = f"DELETE FROM sealed_fields {where} RETURNING record_id, field"  # noqa: S608
-        found = sql.rows(statement, [*chunk, *extra])
-        report.removed.update(name for _, name in found)
-        for record_id, name in found:
-            shipment_id = owner[record_id]
-            if shipment_id in removed:
-                removed[shipment_id].add(name)
-            else:
-                removed[shipment_id] = {name}
+    fields = "group_concat(field, ',')" if sql.sqlite else "string_agg(field, ',')"
+    for start in range(0, len(shipment_ids), IN_CHUNK):
+        chunk = shipment_ids[start : start + IN_CHUNK]
+        where = f"WHERE shipment_id IN ({_marks(len(chunk))}){field_filter}"
+        params = [*chunk, *extra]
+        found = f"SELECT shipment_id, {fields} FROM sealed_fields {where} GROUP BY shipment_id"  # noqa: S608
+        into.update(sql.rows(found, params))
+        if not dry_run:
+            sql.run(f"DELETE FROM sealed_fields {where}", params)  # noqa: S608
+
+
+@functools.lru_cache(maxsize=1024)
+def _shredded(before: str | None, gone: str) -> str:
+    """The `shredded` marker after `gone` (field names, comma-separated) were removed."""
+    return ",".join(sorted({*(before.split(",") if before else ()), *gone.split(",")}))
 
 
 def _next_due(vault: Vault, now: datetime, planned: list[datetime]) -> datetime | None:

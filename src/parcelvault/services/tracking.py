@@ -125,14 +125,11 @@ class Snapshot:
 
 def load_snapshot(connection: Connection, shipment: AnyRow, keystore: KeyStore) -> Snapshot:
     event_rows = store.events_of(connection, shipment.id)
-    records = [shipment.id] + [
-        event_row_id(e.tenant_id, e.event_id) for e in event_rows if e.has_proof
-    ]
     key = keystore.get_one(shipment.subject_id)
     return Snapshot(
         shipment,
         event_rows,
-        store.sealed_of_records(connection, records),
+        store.sealed_of_shipments(connection, [shipment.id]),
         key.wrapped if key is not None else None,
     )
 

@@ -525,16 +525,17 @@ def events_of(connection: Connection, shipment_id: str) -> Sequence[AnyRow]:
     return connection.execute(_EVENTS_OF, {"sid": shipment_id}).all()
 
 
-_SEALED_OF_RECORDS = select(
+_SEALED_OF_SHIPMENTS = select(
     sealed_fields.c.record_id, sealed_fields.c.field, sealed_fields.c.value
-).where(sealed_fields.c.record_id.in_(bindparam("ids", expanding=True)))
+).where(sealed_fields.c.shipment_id.in_(bindparam("ids", expanding=True)))
 
 
-def sealed_of_records(connection: Connection, record_ids: Sequence[str]) -> Sequence[AnyRow]:
-    """Every sealed value of the given records (ciphertexts; nothing is opened here)."""
-    if not record_ids:
+def sealed_of_shipments(connection: Connection, shipment_ids: Sequence[str]) -> Sequence[AnyRow]:
+    """Every sealed value of the given shipments, their proofs' included, as (record id,
+    field, ciphertext); nothing is opened here."""
+    if not shipment_ids:
         return []
-    return connection.execute(_SEALED_OF_RECORDS, {"ids": list(record_ids)}).all()
+    return connection.execute(_SEALED_OF_SHIPMENTS, {"ids": list(shipment_ids)}).all()
 
 
 # --- events ---------------------------------------------------------------------

@@ -155,18 +155,25 @@ events = Table(
 sealed_fields = Table(
     "sealed_fields",
     metadata,
+    Column("shipment_id", String(32), primary_key=True),
     Column("record_id", String(32), primary_key=True),
     Column("field", String(40), primary_key=True),
     Column("subject_id", String(64), nullable=False),
     Column("value", LargeBinary, nullable=False),
     sqlite_with_rowid=False,
 )
-"""Every personal value, sealed (see `crypto.sealing`), by record (a shipment id, or an
-event's `ingest.event_row_id` for its proof of delivery) and field. Rows are found by
-record id only: an index or a foreign key on `subject_id` would cost every insert and
-every retention delete a random index page; erasure finds a subject's records through
-its shipments. On SQLite the table is WITHOUT ROWID: rows live in the primary key's own
-B-tree, so an insert or a delete touches one tree instead of two."""
+"""Every personal value, sealed (see `crypto.sealing`), stored by the shipment it
+belongs to, then by record (the shipment id itself, or an event's
+`ingest.event_row_id` for its proof of delivery) and field. The record id is the one
+the ciphertext's associated data names; `shipment_id` only places the row, so all of a
+shipment's values, its proofs' included, are one contiguous key range, and shipment
+ids are time-ordered: reading a shipment, erasing a subject's shipments, and retention
+deleting old shipments' values touch a few neighbouring pages instead of one random
+page per proof. Rows are found by shipment only: an index or a foreign key on
+`subject_id` would cost every insert and every retention delete a random index page;
+erasure finds a subject's values through its shipments. On SQLite the table is WITHOUT
+ROWID: rows live in the primary key's own B-tree, so an insert or a delete touches one
+tree instead of two."""
 
 verification_failures = Table(
     "verification_failures",

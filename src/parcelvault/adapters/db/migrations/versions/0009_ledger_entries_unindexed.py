@@ -1,7 +1,7 @@
 """ledger entries without secondary indexes; entries found through what they record
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-29 23:20:00.000000
 
 `ledger_entries` loses its `subject_id` and `ref` columns and their indexes, which took
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
