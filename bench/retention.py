@@ -15,9 +15,12 @@ doing the same writes, measured in the same run.
    read, no write), then for real; shipments examined ÷ wall time. The values it
    removed and those left are checked against the seeding plan.
 3. The ceiling, on the second copy: raw sqlite3 performing exactly the writes the plan
-   calls for (DELETE by record id, or by record id and field, executemany; UPDATE of
-   every examined shipment, executemany), ids known in advance, 2,000 shipments a
-   transaction, the service's pragmas: what the writes alone cost on this disk.
+   calls for, ids known in advance, 2,000 shipments a transaction, the service's pragmas
+   and the sweep's page cache: DELETE of a shipment's whole key range where every value
+   it has is due, else DELETE of each due (shipment, record, field) key; UPDATE of every
+   examined shipment's `shredded`, its `retention_next_at` only where that changes
+   from NULL, and its version where a value went (all executemany). What the writes
+   alone cost on this disk.
 4. A second sweep right after the first (nothing due but the held shipments, which
    are looked at and reported again) is timed too: what the hourly schedule costs on
    a table of this size when there is nothing to do.
