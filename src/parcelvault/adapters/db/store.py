@@ -533,9 +533,10 @@ _SEALED_OF_SHIPMENTS = select(
 def sealed_of_shipments(connection: Connection, shipment_ids: Sequence[str]) -> Sequence[AnyRow]:
     """Every sealed value of the given shipments, their proofs' included, as (record id,
     field, ciphertext); nothing is opened here."""
-    if not shipment_ids:
-        return []
-    return connection.execute(_SEALED_OF_SHIPMENTS, {"ids": list(shipment_ids)}).all()
+    found: list[AnyRow] = []
+    for chunk in chunks(shipment_ids):
+        found.extend(connection.execute(_SEALED_OF_SHIPMENTS, {"ids": list(chunk)}))
+    return found
 
 
 # --- events ---------------------------------------------------------------------
