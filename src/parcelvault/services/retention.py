@@ -29,10 +29,11 @@ Shipments under an active legal hold are left untouched (and reported); their
 removes what is due by then.
 
 Decisions are made in batches in set-based SQL straight on the DBAPI cursor: one
-keyset query picks a batch of due shipments, one DELETE ... RETURNING per group of
-shipments with the same due fields removes the values (sealed values are stored by
-shipment, proofs included, so this is a walk over neighbouring key ranges; see
-`tables.sealed_fields`), and one executemany writes the outcomes.
+keyset query picks a batch of due shipments; per group of shipments with the same due
+fields, one query reads which of those fields each shipment has (one row per shipment)
+and one DELETE removes them (sealed values are stored by shipment, proofs included, so
+both walk neighbouring key ranges; see `tables.sealed_fields`); one executemany per
+kind of outcome writes the outcomes.
 """
 
 from __future__ import annotations
@@ -406,9 +407,10 @@ def _remove(
     (their own and their proofs'), noting in `into` the fields that went from each
     shipment (comma-separated, in no particular order). With `every`, `names` covers
     every field the policy seals: the shipments' whole key ranges go, with no filter on
-    the field. Each chunk is read once, one row per shipment, then deleted: the rows are
-    locked (SQLite: the write lock; PostgreSQL: the shipments' rows, which a writer
-    adding values to a shipment also updates), so the two statements see the same rows."""
+    the field. Each chunk is read (one row per shipment) and then deleted; both
+    statements see the same rows: on SQLite the transaction reads one snapshot and has
+    the only writer; on PostgreSQL a writer adding values to a shipment also updates the
+    shipment's row, which the sweep holds locked."""
     field_filter = "" if every else f" AND field IN ({_marks(len(names))})"
     extra = [] if every else sorted(names)
     fields = "group_concat(field, ',')" if sql.sqlite else "string_agg(field, ',')"
