@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.statuses import STATUSES_WITH_REASON, Reason, Status
@@ -97,7 +98,37 @@ class ScanEvent:
     proof: Proof | None = None
 
 
-def event_problems(event: ScanEvent, *, now: datetime) -> list[FieldProblem]:
+class LocationFields(Protocol):
+    @property
+    def country(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def city(self) -> str | None: ...
+    @property
+    def facility(self) -> str | None: ...
+
+
+class EventFields(Protocol):
+    """What a scan event says apart from its proof of delivery: a `ScanEvent`, or the
+    validated wire model it is made from (the importer flattens events without a proof
+    straight from the wire model, without building the domain objects)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def status(self) -> Status: ...
+    @property
+    def reason(self) -> Reason | None: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def location(self) -> LocationFields | None: ...
+
+
+def event_problems(event: EventFields, *, now: datetime) -> list[FieldProblem]:
     """Rule violations of one event that the wire schema cannot see on its own."""
     problems: list[FieldProblem] = []
     if event.time.tzinfo is None or event.time.utcoffset() is None:

@@ -533,9 +533,10 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
             chunk.problems[line_no] = _validation_problems(exc, csv_names=csv_names)
             continue
         if isinstance(model, EventLine):
-            event = model.to_domain()
+            # Most events carry no proof: those are flattened from the wire model itself.
+            proof = model.to_domain().proof if model.proof is not None else None
             chunk.events.append(
-                flat_event(line_no, model.tracking_number, event, text_stamps=text_stamps)
+                flat_event(line_no, model.tracking_number, model, proof, text_stamps=text_stamps)
             )
         elif model.tracking_number is None:
             chunk.problems[line_no] = [_NO_NUMBER]

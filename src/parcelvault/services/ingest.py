@@ -34,8 +34,10 @@ from parcelvault.domain.errors import FieldProblem
 from parcelvault.domain.shipments import (
     EARLIEST,
     MAX_FUTURE_SKEW,
+    EventFields,
     Location,
     NewShipment,
+    Proof,
     ScanEvent,
     event_problems,
 )
@@ -502,13 +504,14 @@ IN_THE_FUTURE = FieldProblem(("time",), "is more than 10 minutes in the future")
 NOT_A_NUMBER = FieldProblem(("tracking_number",), "is not a tracking number")
 
 
-def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bool) -> FlatEvent:
-    """`event` as a FlatEvent; `text_stamps` on SQLite. Pure: the importer runs it in
-    the process that validates the file."""
+def flat_event(
+    index: int, raw_number: str, event: EventFields, proof: Proof | None, *, text_stamps: bool
+) -> FlatEvent:
+    """`event` with `proof` as a FlatEvent; `text_stamps` on SQLite. Pure: the importer
+    runs it in the process that validates the file."""
     occurred_at = event.time
     offset = occurred_at.utcoffset() if occurred_at.tzinfo is not None else None
     location = event.location or _NO_LOCATION
-    proof = event.proof
     reason = event.reason
     at_us = None if offset is None else (occurred_at - _EPOCH) // _MICROSECOND
     if (
@@ -533,7 +536,7 @@ def flat_event(index: int, raw_number: str, event: ScanEvent, *, text_stamps: bo
         int(offset.total_seconds() // 60) if offset else 0,
         event.status.value,
         reason.value if reason else None,
-        event.description,
+        event.description or None,
         location.country,
         location.region,
         location.city,
@@ -561,7 +564,10 @@ def prepare_events(
         keyring=keyring,
         policy=policy,
         tenant_id=tenant_id,
-        items=[flat_event(i, raw, event, text_stamps=text_stamps) for i, raw, event in items],
+        items=[
+            flat_event(i, raw, event, event.proof, text_stamps=text_stamps)
+            for i, raw, event in items
+        ],
         now=now,
     )
 
