@@ -559,8 +559,15 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
 def _validated(
     source: _Source, *, csv_names: bool, chunk_size: int, shaping: _Shaping
 ) -> Iterator[_Chunk]:
-    while items := list(islice(source, chunk_size)):
+    """Chunks of `chunk_size` lines, but for the first, of an eighth of that: the writer
+    waits for the first chunk to be validated, so a smaller one starts it sooner."""
+    size = max(1, chunk_size // FIRST_CHUNK_FRACTION)
+    while items := list(islice(source, size)):
         yield _validate(items, csv_names, shaping)
+        size = chunk_size
+
+
+FIRST_CHUNK_FRACTION = 8
 
 
 # --- validating in a second process ----------------------------------------------------
