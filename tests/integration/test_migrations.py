@@ -26,3 +26,15 @@ def test_migrating_twice_changes_nothing(database_url: str) -> None:
     assert set(inspect(engine).get_table_names()) == tables
     assert migrate.current_revision(engine) == migrate.head_revision(engine)
     engine.dispose()
+
+
+def test_the_revision_the_code_needs_is_the_head_of_the_migration_scripts() -> None:
+    assert migrate.head_revision(make_engine("sqlite://")) == migrate.SCHEMA_HEAD
+
+
+def test_a_database_never_migrated_has_no_revision(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine, "0005")
+    assert migrate.current_revision(engine) == "0005"
+    engine.dispose()

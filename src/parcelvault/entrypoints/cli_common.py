@@ -33,7 +33,7 @@ def require_ready(settings: Settings, code: int = 1) -> None:
         raise fail(f"no keys in {settings.key_dir}; run `parcelvault init` first", code)
     engine = make_engine(settings.database_url)
     try:
-        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        current, head = migrate.current_revision(engine), migrate.SCHEMA_HEAD
     finally:
         engine.dispose()
     if current != head:

@@ -79,7 +79,7 @@ def _engine(settings: Settings) -> Engine:
 
     engine = make_engine(settings.database_url)
     try:
-        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        current, head = migrate.current_revision(engine), migrate.SCHEMA_HEAD
     except SQLAlchemyError as exc:
         engine.dispose()
         raise fail(f"cannot open the database: {type(exc).__name__}", EXIT_CANNOT_RUN) from exc
