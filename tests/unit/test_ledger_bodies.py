@@ -7,7 +7,10 @@ from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy.dialects import sqlite
 
+from parcelvault.adapters.db.store import sqlite_datetime
+from parcelvault.adapters.db.tables import UtcDateTime
 from parcelvault.ledger import log
 
 MOMENTS = st.datetimes(
@@ -17,7 +20,7 @@ MOMENTS = st.datetimes(
 
 @given(MOMENTS)
 def test_a_stored_sqlite_timestamp_formats_like_its_datetime(moment: datetime) -> None:
-    stored = log._sqlite_stamp(moment)
+    stored = sqlite_datetime(moment)
     assert log.iso_utc(stored) == moment.isoformat()
 
 
@@ -32,10 +35,10 @@ def test_text_in_another_shape_is_parsed_rather_than_cut() -> None:
 
 
 @given(MOMENTS)
-def test_an_arrival_in_microseconds_is_stamped_as_the_column_stores_it(moment: datetime) -> None:
-    micros = int(moment.timestamp()) * 1_000_000 + moment.microsecond
-    arrived = log._arrival_stamper(log._sqlite_stamp)
-    assert arrived(micros) == log._sqlite_stamp(datetime.fromtimestamp(micros / 1e6, UTC))
+def test_a_stamp_is_the_text_sqlalchemy_stores_for_the_column(moment: datetime) -> None:
+    stored = UtcDateTime().process_bind_param(moment, sqlite.dialect())
+    assert stored is not None
+    assert sqlite_datetime(moment) == sqlite.DATETIME().bind_processor(sqlite.dialect())(stored)
 
 
 @given(
@@ -53,7 +56,7 @@ def test_an_event_body_is_the_canonical_json_of_its_fields(
         3,
         "0192f3a4b5c6d7e8f9a0b1c2d3e4f5a6",
         "PV12-3456",
-        log._sqlite_stamp(moment),
+        sqlite_datetime(moment),
         -300,
         "in_transit",
         reason,
@@ -66,7 +69,7 @@ def test_an_event_body_is_the_canonical_json_of_its_fields(
         1_764_417_600_000_000,
         "subject",
     )
-    ((kind, body, _, subject, ref, created),) = log._event_entries([row], log._sqlite_stamp)
+    ((kind, body, _, subject, ref, created),) = log._event_entries([row], sqlite_datetime)
     assert (kind, subject, ref) == ("event", "subject", None)
     assert body == log.canonical(
         {
@@ -83,4 +86,4 @@ def test_an_event_body_is_the_canonical_json_of_its_fields(
             "proof_of_delivery": proof,
         }
     )
-    assert created == log._sqlite_stamp(datetime(2025, 11, 29, 12, 0, tzinfo=UTC))
+    assert created == sqlite_datetime(datetime(2025, 11, 29, 12, 0, tzinfo=UTC))

@@ -55,7 +55,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, Integer, bindparam, func, select
 
-from parcelvault.adapters.db.store import chunks, driver_rows
+from parcelvault.adapters.db.store import chunks, driver_rows, sqlite_datetime
 from parcelvault.adapters.db.tables import (
     access_records,
     events,
@@ -217,21 +217,11 @@ def iso_utc(value: Any) -> str:
     return _utc(value).isoformat()
 
 
-def _arrival_stamper(stamp: Callable[[datetime], Any]) -> Callable[[int], Any]:
-    """Microseconds since the epoch (`events.arrival`) to a `UtcDateTime` driver value."""
-    if stamp is _sqlite_stamp:
-        return lambda micros: datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat(
-            " ", "microseconds"
-        )[:26]
-    return lambda micros: stamp(datetime.fromtimestamp(micros / 1_000_000, UTC))
-
-
 def _event_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> list[Pending]:
     """Entries for rows of `_UNPLACED_EVENTS` (driver tuples, in its column order). The
     body's keys are written in sorted order, so it is `canonical` without sorting."""
     salts = os.urandom(SALT_BYTES * len(rows))
     dumps = orjson.dumps
-    arrived = _arrival_stamper(stamp)
     return [
         (
             "event",
@@ -253,7 +243,7 @@ def _event_entries(rows: Sequence[Any], stamp: Callable[[datetime], Any]) -> lis
             salts[n * SALT_BYTES : (n + 1) * SALT_BYTES],
             subject,
             None,
-            arrived(arrival),
+            stamp(datetime.fromtimestamp(arrival / 1_000_000, UTC)),
         )
         for n, (
             _,
@@ -324,15 +314,9 @@ class _Gathered:
         return len(self.queue_ids) + len(self.pending)
 
 
-def _sqlite_stamp(value: datetime) -> str:
-    """The text SQLAlchemy stores for a `UtcDateTime` on SQLite (naive UTC, with
-    microseconds), so that rows written either way compare and sort alike."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _stamper(connection: Connection) -> Callable[[datetime], Any]:
     """Turns a UTC timestamp into what the driver stores in a `UtcDateTime` column."""
-    return _sqlite_stamp if connection.dialect.name == "sqlite" else _utc
+    return sqlite_datetime if connection.dialect.name == "sqlite" else _utc
 
 
 def _gather(connection: Connection, limit: int) -> _Gathered:
