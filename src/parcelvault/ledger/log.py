@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -620,46 +620,45 @@ def _queue_refs(
     refs: Sequence[str | None], first_index: int
 ) -> tuple[list[tuple[int, int, int]], list[tuple[str, int]]]:
     """For the references of queued entries placed from `first_index` on: runs of
-    consents (offset, first id, last id) whose row `id` gets the entry index
-    `id + offset` (consecutive consent rows are usually placed consecutively), and
-    (ref, index) for every other reference, into `ledger_refs`."""
+    consents (see `_runs_of`; consecutive consent rows are usually placed
+    consecutively), and (ref, index) for every other reference, into `ledger_refs`."""
     prefix = CONSENT_REF_PREFIX
     cut = len(prefix)
-    runs: list[tuple[int, int, int]] = []
+    consents: list[tuple[int, int]] = []
     ref_rows: list[tuple[str, int]] = []
     for index, ref in enumerate(refs, first_index):
         if ref is None:
             continue
         digits = ref[cut:]
-        if ref[:cut] != prefix or not digits.isdigit():
-            ref_rows.append((ref, index))
-            continue
-        row_id = int(digits)
-        if runs and runs[-1][2] == row_id - 1 and runs[-1][0] == index - row_id:
-            runs[-1] = (runs[-1][0], runs[-1][1], row_id)
+        if ref[:cut] == prefix and digits.isdigit():
+            consents.append((index, int(digits)))
         else:
-            runs.append((index - row_id, row_id, row_id))
-    return runs, ref_rows
+            ref_rows.append((ref, index))
+    return _runs_of(consents), ref_rows
 
 
 def _runs(row_ids: Sequence[int], first_index: int) -> list[tuple[int, int, int]]:
-    """(offset, first id, last id) for each run of consecutive ids, where the row
-    `row_ids[k]` gets the entry index `first_index + k` = its id + offset.
+    """`_runs_of` rows placed at consecutive indexes from `first_index`.
 
     A run covers only ids that were gathered (consecutive integers leave no room for
     another row), so a statement over the range touches no row that another
     transaction committed meanwhile.
     """
+    return _runs_of(zip(range(first_index, first_index + len(row_ids)), row_ids, strict=True))
+
+
+def _runs_of(placed: Iterable[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(offset, first id, last id) for each run of (entry index, row id) pairs in which
+    both go up by one, so that every row of the run gets the index `id + offset`."""
     runs: list[tuple[int, int, int]] = []
-    if not row_ids:
-        return runs
-    run_start = 0
-    for k in range(1, len(row_ids) + 1):
-        if k == len(row_ids) or row_ids[k] != row_ids[k - 1] + 1:
-            runs.append(
-                (first_index + run_start - row_ids[run_start], row_ids[run_start], row_ids[k - 1])
-            )
-            run_start = k
+    offset = first = last = 0
+    for index, row_id in placed:
+        if runs and row_id == last + 1 and index - row_id == offset:
+            last = row_id
+            runs[-1] = (offset, first, last)
+            continue
+        offset, first, last = index - row_id, row_id, row_id
+        runs.append((offset, first, last))
     return runs
 
 
