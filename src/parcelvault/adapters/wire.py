@@ -177,6 +177,14 @@ class ProofIn(_Strict):
     photo: Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)] | None = None
     geo: GeoIn | None = None
 
+    def to_domain(self) -> Proof:
+        return Proof(
+            received_by=self.received_by or None,
+            signature=self.signature or None,
+            photo=self.photo or None,
+            geo=(self.geo.lat, self.geo.lon) if self.geo else None,
+        )
+
 
 class EventIn(_Strict):
     event_id: EventId
@@ -205,14 +213,7 @@ class EventIn(_Strict):
             )
             if self.location
             else None,
-            proof=Proof(
-                received_by=self.proof.received_by or None,
-                signature=self.proof.signature or None,
-                photo=self.proof.photo or None,
-                geo=(self.proof.geo.lat, self.proof.geo.lon) if self.proof.geo else None,
-            )
-            if self.proof
-            else None,
+            proof=self.proof.to_domain() if self.proof else None,
         )
 
 

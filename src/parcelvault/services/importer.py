@@ -534,7 +534,7 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
             continue
         if isinstance(model, EventLine):
             # Most events carry no proof: those are flattened from the wire model itself.
-            proof = model.to_domain().proof if model.proof is not None else None
+            proof = model.proof.to_domain() if model.proof is not None else None
             chunk.events.append(
                 flat_event(line_no, model.tracking_number, model, proof, text_stamps=text_stamps)
             )
