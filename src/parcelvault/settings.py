@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     codes_per_subject_per_hour: int = Field(default=3, ge=1)
     codes_per_client_per_hour: int = Field(default=10, ge=1)
     subject_session_seconds: int = Field(default=30 * 60, ge=60)
+    jobs_in_api_process: bool = Field(
+        default=True,
+        description=(
+            "run the background jobs (ledger, retention) in threads of each API process; "
+            "`serve` turns this off for its workers and runs `parcelvault jobs` beside them"
+        ),
+    )
     retention_interval_seconds: int = Field(
         default=3600,
         ge=0,

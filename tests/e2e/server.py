@@ -38,6 +38,8 @@ class LiveService:
     tenant: str
     log_path: Path
     folder: Path
+    server_pid: int
+    env: dict[str, str]
 
     def log_text(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -129,7 +131,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running_service(
-    folder: Path, tenant: str = "shop-e2e", **env_extra: str
+    folder: Path,
+    tenant: str = "shop-e2e",
+    serve_args: tuple[str, ...] = (),
+    **env_extra: str,
 ) -> Iterator[LiveService]:
     folder.mkdir(parents=True, exist_ok=True)
     # The folder is also the working directory, so no stray .env file is read.
@@ -140,7 +145,7 @@ def running_service(
     log_path = folder / "server.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [PARCELVAULT, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [PARCELVAULT, "serve", "--host", "127.0.0.1", "--port", str(port), *serve_args],
             env=env,
             cwd=folder,
             stdin=subprocess.DEVNULL,
@@ -151,7 +156,13 @@ def running_service(
         wait_until_up(base_url, server, log_path)
         key = run_cli(["tenants", "create", tenant], env, folder).strip().splitlines()[-1]
         yield LiveService(
-            base_url=base_url, api_key=key, tenant=tenant, log_path=log_path, folder=folder
+            base_url=base_url,
+            api_key=key,
+            tenant=tenant,
+            log_path=log_path,
+            folder=folder,
+            server_pid=server.pid,
+            env=env,
         )
     finally:
         stop(server)

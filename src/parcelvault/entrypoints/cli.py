@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -20,7 +22,7 @@ from parcelvault.entrypoints import (
     cli_staff,
     cli_subjects,
 )
-from parcelvault.entrypoints.cli_common import fail, require_ready
+from parcelvault.entrypoints.cli_common import fail, ready_vault
 from parcelvault.ledger.keys import create_signer
 from parcelvault.services.vault import open_keystore
 from parcelvault.settings import Settings
@@ -89,22 +91,79 @@ def serve(
     host: Annotated[str | None, typer.Option(help="default: PARCELVAULT_HOST")] = None,
     port: Annotated[int | None, typer.Option(help="default: PARCELVAULT_PORT")] = None,
     workers: Annotated[int, typer.Option(min=1, help="worker processes")] = 1,
+    jobs: Annotated[
+        bool,
+        typer.Option(
+            "--jobs/--no-jobs",
+            help="run the background jobs (`parcelvault jobs`) beside the workers; "
+            "--no-jobs where they run in a process of their own",
+        ),
+    ] = True,
 ) -> None:
-    """Serve the API and the tracking pages."""
+    """Serve the API and the tracking pages, with the background jobs beside them."""
+    import os
+
     import uvicorn
 
+    from parcelvault.entrypoints.jobs_process import JobsChild
+    from parcelvault.logging_setup import configure_logging
+    from parcelvault.services.background import reconcile_quietly
+
     settings = Settings()
-    require_ready(settings)
-    uvicorn.run(
-        "parcelvault.entrypoints.api.app:factory",
-        factory=True,
-        host=host or settings.host,
-        port=port or settings.port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        proxy_headers=settings.trust_forwarded_for,
-    )
+    vault = ready_vault(settings)
+    configure_logging(settings.log_level, vault.policy)
+    # Erasures are reconciled before the first request, not beside it.
+    reconcile_quietly(vault)
+    vault.engine.dispose()
+    os.environ["PARCELVAULT_JOBS_IN_API_PROCESS"] = "false"
+    child = JobsChild() if jobs else None
+    if child is not None:
+        child.start()
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal
+        # again for the handler it found: ours, so that the jobs are stopped too.
+        signal.signal(signal.SIGTERM, _exit_quietly)
+        signal.signal(signal.SIGINT, _exit_quietly)
+    try:
+        uvicorn.run(
+            "parcelvault.entrypoints.api.app:factory",
+            factory=True,
+            host=host or settings.host,
+            port=port or settings.port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            proxy_headers=settings.trust_forwarded_for,
+        )
+    finally:
+        if child is not None:
+            child.stop()
+
+
+def _exit_quietly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@app.command("jobs")
+def jobs_command(
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile/--no-reconcile",
+            help="reconcile erasures with the key store before starting",
+        ),
+    ] = True,
+    parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Run the background jobs until stopped (SIGTERM or Ctrl-C): ledger appends and
+    signed checkpoints, the retention sweep, SQLite checkpoints. `serve` runs one
+    itself; run it on its own beside `serve --no-jobs`."""
+    from parcelvault.entrypoints.jobs_process import run_until_stopped
+    from parcelvault.logging_setup import configure_logging
+
+    settings = Settings()
+    vault = ready_vault(settings)
+    configure_logging(settings.log_level, vault.policy)
+    run_until_stopped(vault, reconcile=reconcile, parent_pid=parent_pid)
 
 
 @tenants_app.command("create")

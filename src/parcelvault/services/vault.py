@@ -59,10 +59,17 @@ def open_keystore(settings: Settings) -> KeyStore:
     return KeyStore.open(settings.keystore_url or default_url(settings.key_dir))
 
 
-def build(settings: Settings, *, clock: Callable[[], datetime] = utc_now) -> Vault:
+def build(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    checkpoints_elsewhere: bool = False,
+) -> Vault:
+    """`checkpoints_elsewhere`: another process (`parcelvault jobs`) checkpoints
+    SQLite's write-ahead log; see `engine.DEFERRED_WAL_CHECKPOINT_PAGES`."""
     return Vault(
         settings=settings,
-        engine=make_engine(settings.database_url),
+        engine=make_engine(settings.database_url, checkpoints_elsewhere=checkpoints_elsewhere),
         keyring=Keyring.from_folder(settings.key_dir),
         keystore=open_keystore(settings),
         policy=load_policy(settings),

@@ -24,9 +24,7 @@ from parcelvault.entrypoints.api.public_cache import VersionedCache
 from parcelvault.entrypoints.api.routes import router
 from parcelvault.entrypoints.web import centre_pages, pages, staff_pages
 from parcelvault.logging_setup import configure_logging
-from parcelvault.services import erasure
-from parcelvault.services.ledger_views import Sequencer
-from parcelvault.services.retention import RetentionSchedule
+from parcelvault.services.background import BackgroundJobs
 from parcelvault.services.vault import Vault, build, load_policy
 from parcelvault.settings import Settings
 
@@ -41,33 +39,24 @@ view needs the cookie that `POST /api/v1/track/{tn}/verify` sets.
 def create_app(
     settings: Settings | None = None, *, vault: Vault | None = None, background: bool = False
 ) -> FastAPI:
-    """The application. With `background`, its lifespan first reconciles the database
-    with the key store (`erasure.reconcile`: a backup restored on either side must not
-    bring an erased person back), then runs the ledger sequencer (appends and
-    checkpoints, see `ledger_views.Sequencer`) and, unless `retention_interval_seconds`
-    is 0, the retention sweep (`retention.RetentionSchedule`), each in a thread of its
-    own."""
+    """The application. With `background`, its lifespan runs the background jobs
+    (`background.BackgroundJobs`: reconciling erasures first, then the ledger sequencer,
+    the retention sweep and SQLite checkpoints) in threads of this process; without,
+    they are expected to run in `parcelvault jobs`, as `serve` arranges."""
     settings = settings or (vault.settings if vault else Settings())
     vault = vault or build(settings)
-    sequencer = Sequencer(vault) if background else None
+    jobs = BackgroundJobs(vault) if background else None
     mailer = SmtpSender(settings)
-    interval = settings.retention_interval_seconds
-    retention = RetentionSchedule(vault, interval) if background and interval > 0 else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if sequencer is not None:
-            await asyncio.to_thread(_reconcile, vault)
-            sequencer.start()
-        if retention is not None:
-            retention.start()
+        if jobs is not None:
+            await asyncio.to_thread(jobs.start)
         try:
             yield
         finally:
-            if retention is not None:
-                await asyncio.to_thread(retention.stop)
-            if sequencer is not None:
-                await asyncio.to_thread(sequencer.stop)
+            if jobs is not None:
+                await asyncio.to_thread(jobs.stop)
             await asyncio.to_thread(mailer.close)
 
     app = FastAPI(
@@ -80,7 +69,7 @@ def create_app(
     )
     app.state.vault = vault
     app.state.mailer = mailer
-    app.state.retention = retention
+    app.state.retention = jobs.retention if jobs is not None else None
     public_cache = VersionedCache[tuple[bytes, str]]()
     app.state.public_cache = public_cache
     problems.install(app)
@@ -104,19 +93,15 @@ def create_app(
     return app
 
 
-def _reconcile(vault: Vault) -> None:
-    try:
-        erasure.reconcile(vault=vault)
-    except Exception:
-        # Another process of the same deployment may be reconciling at the same time;
-        # the next start (or `parcelvault keys reconcile`) finishes the job.
-        logging.getLogger("parcelvault").exception("reconciling erasures at start failed")
-
-
 def factory() -> FastAPI:
+    """With `jobs_in_api_process` off (as `serve` sets it for its workers), the
+    background jobs run in another process, which also checkpoints SQLite's
+    write-ahead log for this one."""
     settings = Settings()
     configure_logging(settings.log_level, load_policy(settings))
-    app = create_app(settings, background=True)
+    in_process = settings.jobs_in_api_process
+    vault = build(settings, checkpoints_elsewhere=not in_process)
+    app = create_app(settings, vault=vault, background=in_process)
     # Everything built so far lives as long as the process: move it out of the
     # collector's reach, so full collections stay short and do not stall requests.
     gc.collect()

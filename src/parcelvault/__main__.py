@@ -1,0 +1,3 @@
+from parcelvault.entrypoints.cli import main
+
+main()

@@ -1,0 +1,154 @@
+"""The background jobs in a process of their own: `parcelvault serve` keeps one
+running beside its workers, and `parcelvault jobs` runs them alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import shipment_payload
+from tests.e2e.server import PARCELVAULT, LiveService, run_cli, running_service, service_env
+
+WAIT = 20.0
+
+
+def children_of(pid: int) -> list[int]:
+    """Children started by any thread of `pid` (Linux lists them per thread)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue  # the thread ended while we looked
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def jobs_children(server_pid: int) -> list[int]:
+    found = []
+    for child in children_of(server_pid):
+        try:
+            if "jobs" in command_line(child):
+                found.append(child)
+        except FileNotFoundError:
+            continue  # exited while we looked
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout:.0f} s: {what}")
+
+
+def ledger_has(base_url: str, index: int) -> bool:
+    return httpx.get(f"{base_url}/api/v1/ledger/entries/{index}", timeout=5).status_code == 200
+
+
+def post_event(live: LiveService, number: str, event_id: str) -> None:
+    time_ = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    live.add_events(number, {"event_id": event_id, "time": time_, "status": "in_transit"})
+
+
+def test_serve_runs_the_background_jobs_in_one_child_process_that_appends_to_the_ledger(
+    tmp_path: Path,
+) -> None:
+    with running_service(tmp_path / "svc") as live:
+        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
+        number = live.create_shipment(shipment_payload())
+        post_event(live, number, "ev-1")
+        # entry 0 records the policy in force; the scan event follows it
+        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        assert "background jobs started" in live.log_text()
+
+
+def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> None:
+    with running_service(tmp_path / "svc") as live:
+        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
+        (first,) = jobs_children(live.server_pid)
+        os.kill(first, signal.SIGKILL)
+        eventually(
+            lambda: [p for p in jobs_children(live.server_pid) if p != first and alive(p)] != [],
+            "a new jobs process",
+        )
+        number = live.create_shipment(shipment_payload())
+        post_event(live, number, "ev-after-restart")
+        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        assert "the background jobs process failed; starting it again" in live.log_text()
+
+
+def test_stopping_serve_stops_its_jobs_process_too(tmp_path: Path) -> None:
+    with running_service(tmp_path / "svc") as live:
+        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
+        (jobs_pid,) = jobs_children(live.server_pid)
+        os.kill(live.server_pid, signal.SIGTERM)
+        eventually(lambda: not alive(jobs_pid), "the jobs process gone")
+        assert "background jobs stopped" in live.log_text()
+
+
+def test_with_no_jobs_nothing_is_appended_until_parcelvault_jobs_runs(tmp_path: Path) -> None:
+    with running_service(tmp_path / "svc", serve_args=("--no-jobs",)) as live:
+        assert jobs_children(live.server_pid) == []
+        number = live.create_shipment(shipment_payload())
+        post_event(live, number, "ev-1")
+        time.sleep(2.5)  # the sequencer would have run twice by now
+        assert not ledger_has(live.base_url, 0)
+        log_path = live.folder / "jobs.log"
+        with log_path.open("wb") as log:
+            jobs = subprocess.Popen(
+                [PARCELVAULT, "jobs"], env=live.env, cwd=live.folder, stdout=log, stderr=log
+            )
+        try:
+            eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        finally:
+            jobs.send_signal(signal.SIGINT)
+            code = jobs.wait(timeout=WAIT)
+        assert code == 0
+        assert "background jobs stopped" in log_path.read_text()
+
+
+def test_parcelvault_jobs_stops_when_the_server_that_started_it_is_gone(tmp_path: Path) -> None:
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    env = service_env(folder)
+    run_cli(["init"], env, folder)
+    # This process is the parent, not the process id given: as if serve had died.
+    done = subprocess.run(
+        [PARCELVAULT, "jobs", "--parent-pid", str(os.getpid() + 10_000_000)],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0
+    assert "the server that started the background jobs is gone" in done.stderr
+
+
+def test_parcelvault_jobs_refuses_to_start_before_init(tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    done = subprocess.run(
+        [PARCELVAULT, "jobs"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=WAIT
+    )
+    assert done.returncode == 1
+    assert "parcelvault init" in done.stderr
