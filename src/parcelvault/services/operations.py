@@ -53,12 +53,29 @@ def ingest_events(
     items: Sequence[tuple[str, ScanEvent]],
     single: bool = False,
 ) -> IngestResult:
-    """Store every event or none. A concurrent writer inserting the same event ids can
-    only make rows already present; the insert skips them and the result counts them
-    as duplicates on a retry."""
+    """Store every event or none (see `ingest_flat_events`)."""
+    text_stamps = vault.engine.dialect.name == "sqlite"
+    flat = [
+        ingest.flat_event(index, number, event, event.proof, text_stamps=text_stamps)
+        for index, (number, event) in enumerate(items)
+    ]
+    return ingest_flat_events(vault=vault, principal=principal, events=flat, single=single)
+
+
+def ingest_flat_events(
+    *,
+    vault: Vault,
+    principal: Principal,
+    events: Sequence[ingest.FlatEvent],
+    single: bool = False,
+) -> IngestResult:
+    """Store every event or none; `events` are flattened beforehand
+    (`ingest.flat_event`, pure), outside this process's write turn. A concurrent
+    writer inserting the same event ids can only make rows already present; the insert
+    skips them and the result counts them as duplicates on a retry."""
     for attempt in range(2):
         try:
-            return _ingest_once(vault, principal, items, single)
+            return _ingest_once(vault, principal, events, single)
         except IntegrityError:
             if attempt == 1:
                 raise
@@ -66,16 +83,16 @@ def ingest_events(
 
 
 def _ingest_once(
-    vault: Vault, principal: Principal, items: Sequence[tuple[str, ScanEvent]], single: bool
+    vault: Vault, principal: Principal, events: Sequence[ingest.FlatEvent], single: bool
 ) -> IngestResult:
     with vault.writing(), vault.engine.begin() as connection:
-        prepared = ingest.prepare_events(
+        prepared = ingest.prepare_flat_events(
             connection,
             keystore=vault.keystore,
             keyring=vault.keyring,
             policy=vault.policy,
             tenant_id=principal.tenant_id,
-            items=[(index, number, event) for index, (number, event) in enumerate(items)],
+            items=events,
             now=vault.clock(),
         )
         if single and any(p.problem.loc == ("tracking_number",) for p in prepared.problems):
