@@ -19,7 +19,9 @@ import orjson
 
 from parcelvault.privacy.policy import Policy
 
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+"""Attributes every record has, not logged as fields (`color_message` is uvicorn's copy of
+its message with terminal colours)."""
 REDACTED = "[redacted]"
 
 

@@ -131,6 +131,8 @@ def serve(
             port=port or settings.port,
             workers=workers,
             log_level=settings.log_level.lower(),
+            # uvicorn's own lines go through the root logger: JSON, redacted, like ours.
+            log_config=None,
             access_log=False,
             proxy_headers=settings.trust_forwarded_for,
         )

@@ -1,8 +1,10 @@
-"""The background jobs in a process of their own: `parcelvault serve` keeps one
-running beside its workers, and `parcelvault jobs` runs them alone."""
+"""`parcelvault serve` as an operator runs it: the background jobs in a process of
+their own beside the workers (and `parcelvault jobs` running them alone), and a log
+of JSON lines from every part."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -152,3 +154,18 @@ def test_parcelvault_jobs_refuses_to_start_before_init(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "parcelvault init" in done.stderr
+
+
+def test_every_line_serve_and_its_jobs_write_is_a_json_object(tmp_path: Path) -> None:
+    with running_service(tmp_path / "svc", serve_args=("--workers", "2")) as live:
+        number = live.create_shipment(shipment_payload())
+        post_event(live, number, "ev-1")
+        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        os.kill(live.server_pid, signal.SIGTERM)
+        eventually(lambda: "background jobs stopped" in live.log_text(), "the jobs stopped")
+    lines = live.log_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert all(isinstance(record, dict) and "level" in record for record in records)
+    loggers = {record["logger"] for record in records}
+    assert {"uvicorn.error", "parcelvault.entrypoints.jobs_process"} <= loggers
+    assert not any("color_message" in record for record in records)
