@@ -346,6 +346,39 @@ def test_five_wrong_postcodes_lock_verification_even_for_the_right_postcode(
     screenshot(page, "locked")
 
 
+def test_reloading_the_page_after_a_wrong_postcode_does_not_count_as_another_attempt(
+    new_context: NewContext, parcel: Parcel, service: LiveService
+) -> None:
+    page = new_context().new_page()
+    page.goto(parcel.url)
+    refused = submit_postcode(page, WRONG_POSTCODE)
+    assert refused.status == 403
+    assert refused.request.method == "GET"  # redirected after the post
+    assert refused.url == f"{service.base_url}{parcel.url}?verify=failed"
+    expect(page.get_by_role("alert")).to_contain_text(f"{MAX_FAILURES - 1} attempt(s) left")
+
+    for _ in range(3):
+        reloaded = page.reload()
+        assert reloaded is not None
+        assert reloaded.request.method == "GET"
+        expect(page.get_by_role("alert")).to_contain_text(f"{MAX_FAILURES - 1} attempt(s) left")
+
+    submit_postcode(page, parcel.canaries.postcode)
+    expect(page.get_by_test_id("address")).to_contain_text(parcel.canaries.street)
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_the_address_of_a_refusal_followed_without_an_attempt_shows_the_plain_page(
+    page: Page, parcel: Parcel
+) -> None:
+    response = page.goto(f"{parcel.url}?verify=failed")
+
+    assert response is not None
+    assert response.status == 200
+    expect(page.get_by_role("alert")).to_have_count(0)
+    expect(page.get_by_test_id("verify-form")).to_be_visible()
+
+
 # --- finding a parcel -------------------------------------------------------------------
 
 

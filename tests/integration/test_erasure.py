@@ -200,6 +200,23 @@ def test_verifying_a_postcode_after_erasure_says_the_details_were_erased(
     assert canaries.found_in(answer.text) == []
 
 
+def test_the_tracking_page_form_after_erasure_redirects_to_a_page_saying_so(
+    client: TestClient, vault: Vault, shop_key: str, canaries: Canaries
+) -> None:
+    number = _ship(client, shop_key, canaries)
+    erasure.erase_subject(vault=vault, subject_id=_subject(vault, canaries), requested_by="x")
+    posted = client.post(
+        f"/t/{number}/verify", data={"postcode": canaries.postcode}, follow_redirects=False
+    )
+    assert posted.status_code == 303
+    assert posted.headers["location"] == f"/t/{number}?verify=failed"
+    page = client.get(posted.headers["location"])
+    assert page.status_code == 410
+    assert "were erased" in page.text
+    assert "no-store" in page.headers["cache-control"]
+    assert canaries.found_in(page.text) == []
+
+
 def test_a_legal_hold_blocks_erasure_naming_the_hold_until_it_is_released(
     any_client: TestClient, any_vault: Vault, any_shop_key: str, canaries: Canaries
 ) -> None:

@@ -428,6 +428,38 @@ def verify_postcode(
     )
 
 
+@dataclass(frozen=True)
+class VerificationState:
+    """Where a shipment's postcode check stands, read without trying a postcode (the
+    tracking page shows it after redirecting from a failed attempt, so reloading the
+    page never counts as another attempt)."""
+
+    erased: bool
+    recent_failures: int
+    remaining_attempts: int
+    retry_after_seconds: int | None
+    """Set while verification is locked."""
+
+
+def verification_state(
+    *, vault: Vault, raw_number: str, tenant: str | None = None
+) -> VerificationState:
+    settings = vault.settings
+    now = vault.clock()
+    window = timedelta(seconds=settings.verify_window_seconds)
+    limit = settings.verify_max_failures
+    with vault.engine.connect() as connection:
+        shipment = find_shipment(connection, raw_number, tenant)
+        failures = store.recent_failures(connection, shipment.id, now - window)
+    locked = len(failures) >= limit
+    return VerificationState(
+        erased=shipment.postcode_digest == keyed_hash.ERASED_DIGEST,
+        recent_failures=len(failures),
+        remaining_attempts=max(0, limit - len(failures)),
+        retry_after_seconds=_retry_after(failures, limit, window, now) if locked else None,
+    )
+
+
 def _retry_after(failures: list[datetime], limit: int, window: timedelta, now: datetime) -> int:
     unlock_at = failures[-limit] + window
     return max(1, int((unlock_at - now).total_seconds()) + 1)

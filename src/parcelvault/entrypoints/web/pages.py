@@ -1,7 +1,10 @@
 """Server-rendered pages (Jinja2): they work without JavaScript and on a phone.
 
 The tracking page renders the same disclosed TrackingView as the API; the postcode
-form posts to /t/{tn}/verify, which sets the recipient cookie and redirects back.
+form posts to /t/{tn}/verify, which sets the recipient cookie and redirects back. A
+refused postcode redirects back too (post/redirect/get), to `/t/{tn}?verify=failed`,
+whose page reads where the check stands (attempts left, lock, erased) from the
+database: reloading it shows the same message and never submits the form again.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, Form, Query, Request
 from fastapi.staticfiles import StaticFiles
@@ -112,6 +115,7 @@ def install(app: FastAPI) -> None:
         request: Request,
         tracking_number: str,
         tenant: Annotated[str | None, Query(max_length=64)] = None,
+        verify: Annotated[str | None, Query(max_length=16)] = None,
     ) -> Response:
         vault = vault_of(request)
         try:
@@ -121,6 +125,20 @@ def install(app: FastAPI) -> None:
             view = tracking.view_of(vault=vault, resolved=resolved)
         except NotFound:
             return not_found_page(request, tracking_number)
+        if verify == VERIFY_FAILED and view.tier == "public":
+            state = await run_in_threadpool(
+                tracking.verification_state,
+                vault=vault,
+                raw_number=tracking_number,
+                tenant=tenant,
+            )
+            refused = refusal(state)
+            if refused is not None:
+                status, message, retry_after = refused
+                response = tracking_page(request, view, status=status, error=message, tenant=tenant)
+                if retry_after is not None:
+                    response.headers["Retry-After"] = str(retry_after)
+                return response
         accesses = (
             ledger_views.access_log(vault=vault, resolved=resolved)
             if view.tier == "recipient"
@@ -159,33 +177,39 @@ def install(app: FastAPI) -> None:
             )
         except NotFound:
             return not_found_page(request, tracking_number)
-        except Gone as exc:
-            view = tracking.track(
-                vault=vault, raw_number=tracking_number, cookies={}, tenant=tenant
-            )
-            return tracking_page(request, view, status=410, error=exc.detail, tenant=tenant)
-        except (tracking.WrongPostcode, Locked) as exc:
-            view = tracking.track(
-                vault=vault, raw_number=tracking_number, cookies={}, tenant=tenant
-            )
-            if isinstance(exc, Locked):
-                minutes = max(1, round(exc.retry_after_seconds / 60))
-                message = f"Too many wrong postcodes. Try again in about {minutes} minute(s)."
-                response = tracking_page(request, view, status=429, error=message, tenant=tenant)
-                response.headers["Retry-After"] = str(exc.retry_after_seconds)
-                return response
-            message = (
-                "That postcode does not match this parcel. "
-                f"{exc.remaining_attempts} attempt(s) left before a pause."
-            )
-            return tracking_page(request, view, status=403, error=message, tenant=tenant)
-        target = f"/t/{quote(view_number(tracking_number))}" + (
-            f"?tenant={quote(tenant)}" if tenant else ""
-        )
-        response = RedirectResponse(target, status_code=303)
+        except (Gone, Locked, tracking.WrongPostcode):
+            target = page_address(tracking_number, tenant, verify=VERIFY_FAILED)
+            return RedirectResponse(target, status_code=303)
+        response = RedirectResponse(page_address(tracking_number, tenant), status_code=303)
         set_recipient_cookie(response, request, grant, vault.settings.recipient_session_seconds)
         return response
 
 
-def view_number(raw: str) -> str:
-    return tracking_numbers.for_lookup(raw) or raw
+VERIFY_FAILED = "failed"
+
+
+def page_address(raw_number: str, tenant: str | None, *, verify: str | None = None) -> str:
+    number = tracking_numbers.for_lookup(raw_number) or raw_number
+    query = urlencode(
+        {name: value for name, value in (("tenant", tenant), ("verify", verify)) if value}
+    )
+    return f"/t/{quote(number)}" + (f"?{query}" if query else "")
+
+
+def refusal(state: tracking.VerificationState) -> tuple[int, str, int | None] | None:
+    """(status, message, Retry-After) of the page after a refused postcode; None when
+    nothing stands in the way (no recent wrong postcode: the address was followed
+    without an attempt, or the attempts have left the window)."""
+    if state.erased:
+        return 410, "The recipient's details of this shipment were erased; nothing to verify.", None
+    if state.retry_after_seconds is not None:
+        minutes = max(1, round(state.retry_after_seconds / 60))
+        message = f"Too many wrong postcodes. Try again in about {minutes} minute(s)."
+        return 429, message, state.retry_after_seconds
+    if state.recent_failures:
+        message = (
+            "That postcode does not match this parcel. "
+            f"{state.remaining_attempts} attempt(s) left before a pause."
+        )
+        return 403, message, None
+    return None
