@@ -182,6 +182,36 @@ def test_nothing_is_removed_before_a_period_ends_and_each_field_goes_when_its_ow
     assert report.next_due is None
 
 
+def test_a_shortened_period_applies_at_the_old_date_unless_every_shipment_is_rechecked(
+    any_vault: Vault, clock: Clock, delivered: Parcel
+) -> None:
+    from parcelvault.privacy.policy import default_policy_text, load_policy_text
+
+    clock.now = DELIVERED_AT + timedelta(days=31)
+    sweep(any_vault)
+    assert _fields(any_vault, delivered) == CONTACT  # the 30-day fields went
+    assert _row(any_vault, delivered).retention_next_at == DELIVERED_AT + timedelta(days=90)
+
+    shorter = default_policy_text().replace('"90d after delivered"', '"60d after delivered"')
+    any_vault.policy = load_policy_text(shorter, "a policy with 60 days instead of 90")
+    clock.now = DELIVERED_AT + timedelta(days=61)
+    assert sweep(any_vault).examined == 0  # scheduled under the old policy
+    assert _fields(any_vault, delivered) == CONTACT
+
+    preview = sweep(any_vault, everything=True, dry_run=True)
+    assert dict(preview.removed) == {name: 1 for name in CONTACT}
+    assert _fields(any_vault, delivered) == CONTACT
+
+    report = sweep(any_vault, everything=True)
+    assert report.examined == 1
+    assert dict(report.removed) == {name: 1 for name in CONTACT}
+    assert _fields(any_vault, delivered) == set()
+    assert _row(any_vault, delivered).retention_next_at is None
+    again = sweep(any_vault, everything=True)
+    assert again.examined == 1
+    assert again.values_removed == 0
+
+
 def test_a_shipment_under_way_keeps_everything_and_is_looked_at_again_a_day_later(
     any_vault: Vault, clock: Clock, shop: Principal, canaries: Canaries
 ) -> None:

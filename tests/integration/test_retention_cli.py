@@ -90,6 +90,17 @@ def test_a_run_removes_due_values_and_names_the_held_shipments_and_their_cases(
     assert "removed 0 values from 0 shipments" in _cli("retention", "run").output
 
 
+def test_recheck_all_looks_at_every_shipment_again_even_when_none_is_due(
+    env: Vault, old_parcels: list[Parcel]
+) -> None:
+    assert "removed 30 values from 3 shipments" in _cli("retention", "run").output
+    assert "0 shipments due to be looked at" in _cli("retention", "run").output
+
+    result = _cli("retention", "run", "--recheck-all")
+    assert result.exit_code == 0, result.output
+    assert "3 shipments due to be looked at, removed 0 values from 0 shipments" in result.output
+
+
 def test_holds_list_shows_holds_in_force_and_with_all_the_released_ones(
     env: Vault, old_parcels: list[Parcel]
 ) -> None:

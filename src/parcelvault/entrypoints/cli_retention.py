@@ -47,6 +47,14 @@ def run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="change nothing; report what would be removed")
     ] = False,
+    recheck_all: Annotated[
+        bool,
+        typer.Option(
+            "--recheck-all",
+            help="decide every shipment again under the policy in force, not only those "
+            "due: after shortening a retention period, or giving a field one",
+        ),
+    ] = False,
 ) -> None:
     """Remove now every value whose retention period has ended (`serve` does this on
     its own every PARCELVAULT_RETENTION_INTERVAL_SECONDS)."""
@@ -68,7 +76,7 @@ def run(
             def advance(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = sweep(vault, dry_run=dry_run, progress=advance)
+            report = sweep(vault, dry_run=dry_run, progress=advance, everything=recheck_all)
     finally:
         vault.engine.dispose()
     _print_report(report)

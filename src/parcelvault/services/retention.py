@@ -228,16 +228,19 @@ def _marks(count: int) -> str:
 
 
 _DUE = "(retention_next_at <= ? OR (retention_next_at IS NULL AND shredded IS NULL))"
+_EVERY = "(? IS NOT NULL)"
+"""Every shipment, with the same one parameter as `_DUE` (a recheck of all)."""
 
 
 # --- the sweep -------------------------------------------------------------------------
 
 
-def count_due(vault: Vault, now: datetime) -> int:
+def count_due(vault: Vault, now: datetime, *, everything: bool = False) -> int:
     with vault.engine.connect() as connection:
         sql = _Sql(connection)
         try:
-            query = f"SELECT count(*) FROM shipments WHERE {_DUE}"  # noqa: S608 (constants only)
+            due = _EVERY if everything else _DUE
+            query = f"SELECT count(*) FROM shipments WHERE {due}"  # noqa: S608 (constants only)
             found = sql.rows(query, [sql.time(now)])
         finally:
             sql.close()
@@ -251,15 +254,21 @@ def sweep(
     batch_size: int = BATCH_SIZE,
     progress: Progress | None = None,
     stop: threading.Event | None = None,
+    everything: bool = False,
 ) -> SweepReport:
     """Remove every value whose retention period has ended (see the module text).
     With `dry_run`, nothing is written and the report says what would be removed.
-    Setting `stop` ends the sweep after the batch in hand (each batch commits)."""
+    Setting `stop` ends the sweep after the batch in hand (each batch commits).
+
+    With `everything`, every shipment is decided again under the policy in force, not
+    only those due: a shipment is otherwise looked at on the date worked out under the
+    policy of its last sweep, so a period shortened since (or a field given a period
+    it did not have) would apply only from then on."""
     started = time.perf_counter()
     now = vault.clock()
     schedule = Schedule.of(vault.policy)
     report = SweepReport(now=now, dry_run=dry_run)
-    total = count_due(vault, now)
+    total = count_due(vault, now, everything=everything)
     if progress is not None:
         progress(0, total)
     after = ""
@@ -271,7 +280,9 @@ def sweep(
                 sql = _Sql(connection)
                 decide = decide or Decider(schedule, now, sql.time)
                 try:
-                    rows = _due_batch(sql, now, after, batch_size, lock=not dry_run)
+                    rows = _due_batch(
+                        sql, now, after, batch_size, lock=not dry_run, everything=everything
+                    )
                     if not rows:
                         break
                     after = rows[-1][0]
@@ -292,6 +303,7 @@ def sweep(
             "changed": report.shipments_changed,
             "values_removed": report.values_removed,
             "held": len(report.held),
+            "recheck_all": everything,
         },
     )
     return report
@@ -315,9 +327,12 @@ def _sqlite_cache(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
-def _due_batch(sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool) -> list[Any]:
+def _due_batch(
+    sql: _Sql, now: datetime, after: str, limit: int, *, lock: bool, everything: bool = False
+) -> list[Any]:
     columns = "id, status, status_at, created_at, shredded, retention_next_at"
-    query = f"SELECT {columns} FROM shipments WHERE id > ? AND {_DUE} ORDER BY id LIMIT ?"  # noqa: S608
+    due = _EVERY if everything else _DUE
+    query = f"SELECT {columns} FROM shipments WHERE id > ? AND {due} ORDER BY id LIMIT ?"  # noqa: S608
     if lock and not sql.sqlite:
         # Concurrent sweeps (one per serving process) share the work instead of waiting.
         query += " FOR UPDATE SKIP LOCKED"
