@@ -91,6 +91,28 @@ def test_events_and_access_records_become_leaves_that_prove_against_a_signed_che
             merkle.verify_inclusion(leaf, index, body.size, proof, body.root)
 
 
+def test_the_sequencer_sees_waiting_events_access_records_and_queued_entries(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault
+) -> None:
+    engine, now = any_vault.engine, datetime.now(UTC)
+    assert not log.waiting(engine)
+    (number,) = _load(any_client, any_shop_key, shipments=1, events_each=1)
+    assert log.waiting(engine)  # the event
+    log.sequence(engine, now=now)
+    assert not log.waiting(engine)
+
+    merchant = any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
+    assert merchant.status_code == 200
+    assert log.waiting(engine)  # the merchant's access record
+    log.sequence(engine, now=now)
+    assert not log.waiting(engine)
+
+    log.record_policy(engine, digest="0" * 64, now=now)
+    assert log.waiting(engine)  # a queued policy_change entry
+    log.sequence(engine, now=now)
+    assert not log.waiting(engine)
+
+
 def test_a_grown_log_is_consistent_with_every_earlier_checkpoint(
     any_client: TestClient, any_shop_key: str, any_vault: Vault, key_dir: Path
 ) -> None:

@@ -499,6 +499,22 @@ def _leaf_hashes(pending: Sequence[Pending]) -> list[bytes]:
         raise LedgerError(f"unknown ledger entry kind {error.args[0]!r}") from None
 
 
+_WAITING = (
+    "SELECT EXISTS (SELECT 1 FROM ledger_queue)"
+    " OR EXISTS (SELECT 1 FROM access_records WHERE ledger_index IS NULL)"
+    " OR EXISTS (SELECT 1 FROM events WHERE ledger_index IS NULL)"
+)
+
+
+def waiting(engine: Engine) -> bool:
+    """Whether any entry waits to be appended: a read through the partial indexes of
+    unplaced rows, so an idle sequencer looks often without taking the write lock."""
+    with engine.connect() as connection:
+        found = bool(connection.exec_driver_sql(_WAITING).scalar())
+        connection.rollback()
+    return found
+
+
 SQLITE_CACHE_KIB = 128 * 1024
 """SQLite page cache of the sequencer's transaction, at most (allocated as pages are
 read), so that a batch's dirty pages stay in memory until the commit instead of being
