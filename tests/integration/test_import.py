@@ -13,7 +13,6 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
-from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.sealing import associated_data, open_sealed
 from parcelvault.domain.errors import InvalidInput
 from parcelvault.domain.statuses import Status
@@ -350,46 +349,6 @@ def test_every_imported_value_opens_under_the_one_key_its_subject_has(
         ad = associated_data(row.subject_id, row.record_id, row.field)
         opened.add(open_sealed(cipher, row.value, ad))
     assert {"Jane Doe", "Omar Roe", "jane@example.org", "omar@example.org"} <= opened
-
-
-@pytest.mark.parametrize("processes", [1, 2])
-def test_proofs_of_shipments_new_in_the_same_chunk_are_sealed_without_unwrapping_a_key(
-    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
-) -> None:
-    """The validating side seals them under the key it made for the shipment; a proof
-    for a shipment stored earlier is sealed by the writer under the subject's key."""
-    if processes == 2:
-        monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
-    tenant_id = _tenant(any_vault)
-    unwrapped: list[str] = []
-    original = Keyring.unwrap
-
-    def counting(self: Keyring, wrapped: bytes, subject_id: str) -> Any:
-        unwrapped.append(subject_id)
-        return original(self, wrapped, subject_id)
-
-    monkeypatch.setattr(Keyring, "unwrap", counting)
-    omar = {"name": "Omar Roe", "email": "omar@example.org"}
-    fresh = _jsonl(
-        tmp_path / "fresh.jsonl",
-        [
-            _shipment("OMAR0001", recipient=omar),
-            _event("OMAR0001", 1, "delivered", proof={"received_by": "Omar Roe", "photo": "p"}),
-        ],
-    )
-    assert _import(any_vault, fresh).events_accepted == 1
-    assert unwrapped == []
-
-    late = _jsonl(
-        tmp_path / "late.jsonl",
-        [_event("OMAR0001", 2, "delivered", proof={"received_by": "O. Roe at the door"})],
-    )
-    assert _import(any_vault, late).events_accepted == 1
-    assert len(unwrapped) == 1  # the stored shipment's key, to seal the late proof
-
-    view = tracking.merchant_view(vault=any_vault, tenant_id=tenant_id, raw_number="OMAR0001")
-    proofs = [entry.proof["proof.received_by"] for entry in view.timeline if entry.proof]
-    assert sorted(proofs) == ["O. Roe at the door", "Omar Roe"]
 
 
 def _mixed_file() -> list[dict[str, Any] | bytes]:

@@ -45,7 +45,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from sqlalchemy import Connection
@@ -53,7 +52,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from parcelvault.adapters.wire import EventLine, ImportLine, ShipmentLine
 from parcelvault.crypto.keyring import Keyring
-from parcelvault.crypto.keystore import StoredKey
 from parcelvault.domain.errors import DomainError
 from parcelvault.domain.shipments import NewShipment
 from parcelvault.privacy.policy import Policy
@@ -208,7 +206,7 @@ def import_file(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     with handle:
-        feed = _feed_for(handle, chosen, chunk_size, _Shaping.of(vault, tenant_id))
+        feed = _feed_for(handle, chosen, chunk_size, _Shaping.of(vault))
         try:
             return _run(
                 vault,
@@ -248,7 +246,7 @@ def import_records(
             source,
             csv_names=False,
             chunk_size=chunk_size,
-            shaping=_Shaping.of(vault, tenant_id),
+            shaping=_Shaping.of(vault),
         ),
         csv_names=False,
         dry_run=dry_run,
@@ -492,11 +490,10 @@ class _Shaping:
     text_stamps: bool
     keyring: Keyring
     policy: Policy
-    tenant_id: int
 
     @classmethod
-    def of(cls, vault: Vault, tenant_id: int) -> _Shaping:
-        return cls(vault.engine.dialect.name == "sqlite", vault.keyring, vault.policy, tenant_id)
+    def of(cls, vault: Vault) -> _Shaping:
+        return cls(vault.engine.dialect.name == "sqlite", vault.keyring, vault.policy)
 
 
 @dataclass
@@ -510,9 +507,6 @@ class _Chunk:
     """The shipments sealed ahead (`ingest.preseal_shipments`), by line."""
     numbers: dict[int, str | None] = field(default_factory=dict)
     """Each shipment's number for lookup (`ingest.number_for_lookup`), by line."""
-    proofs: dict[int, ingest.PresealedProof] = field(default_factory=dict)
-    """Proofs of delivery sealed ahead under the key of their shipment of the same
-    chunk (`ingest.preseal_proof`), by line."""
     problems: dict[int, list[LineProblem]] = field(default_factory=dict)
 
 
@@ -549,12 +543,8 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
         else:
             chunk.shipments.append((line_no, model.to_domain()))
     if chunk.shipments:
-        ciphers: dict[str, tuple[StoredKey, AESGCM]] = {}
         sealed = ingest.preseal_shipments(
-            shaping.keyring,
-            shaping.policy,
-            [shipment for _, shipment in chunk.shipments],
-            ciphers,
+            shaping.keyring, shaping.policy, [shipment for _, shipment in chunk.shipments]
         )
         chunk.numbers = {
             line: ingest.number_for_lookup(shipment.tracking_number or "")
@@ -563,38 +553,7 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
         chunk.presealed = {
             line: early for (line, _), early in zip(chunk.shipments, sealed, strict=True)
         }
-        _preseal_proofs(chunk, ciphers, shaping)
     return chunk
-
-
-def _preseal_proofs(
-    chunk: _Chunk, ciphers: Mapping[str, tuple[StoredKey, AESGCM]], shaping: _Shaping
-) -> None:
-    """Seal the proofs of delivery of events whose shipment is in the same chunk, on an
-    earlier line, under the key that shipment was presealed with, so that the writer
-    need not unwrap the key to seal them (it checks that both were kept)."""
-    first: dict[str, tuple[int, ingest.Presealed]] = {}
-    for line, _ in chunk.shipments:
-        number = chunk.numbers[line]
-        if number is not None:
-            first.setdefault(number, (line, chunk.presealed[line]))
-    for event in chunk.events:
-        line, number, event_id, personal = event[0], event[1], event[2], event[13]
-        if not personal or number is None or number not in first:
-            continue
-        shipment_line, shipment = first[number]
-        if shipment_line > line:
-            continue  # refused by the writer: the event comes before its shipment
-        key, cipher = ciphers[shipment.subject_id]
-        chunk.proofs[line] = ingest.preseal_proof(
-            key,
-            cipher,
-            shipment_id=shipment.record_id,
-            tenant_id=shaping.tenant_id,
-            event_id=event_id,
-            values=personal,
-            policy=shaping.policy,
-        )
 
 
 def _validated(
@@ -759,12 +718,11 @@ def _pack(chunk: _Chunk) -> tuple[Any, ...]:
         chunk.problems,
         chunk.presealed,
         chunk.numbers,
-        chunk.proofs,
     )
 
 
 def _unpack(packed: tuple[Any, ...]) -> _Chunk:
-    lines, shipments, events, problems, presealed, numbers, proofs = packed
+    lines, shipments, events, problems, presealed, numbers = packed
     return _Chunk(
         lines=lines,
         shipments=shipments,
@@ -772,7 +730,6 @@ def _unpack(packed: tuple[Any, ...]) -> _Chunk:
         problems=problems,
         presealed=presealed,
         numbers=numbers,
-        proofs=proofs,
     )
 
 
@@ -1055,7 +1012,6 @@ def _write_chunk(
         tenant_id=tenant_id,
         items=new_events,
         now=now,
-        presealed=chunk.proofs,
     )
     for problem in events.problems:
         reject(problem.index, problem)

@@ -232,15 +232,11 @@ class Presealed(NamedTuple):
 
 
 def preseal_shipments(
-    keyring: Keyring,
-    policy: Policy,
-    shipments: Sequence[NewShipment],
-    ciphers: dict[str, tuple[StoredKey, AESGCM]] | None = None,
+    keyring: Keyring, policy: Policy, shipments: Sequence[NewShipment]
 ) -> list[Presealed]:
     """Seal each shipment under a new data key of its subject (one key per subject of
-    the batch). Pure apart from randomness: needs no database. The keys made are left
-    in `ciphers`, by subject, when the caller passes a dict for them."""
-    ciphers = {} if ciphers is None else ciphers
+    the batch). Pure apart from randomness: needs no database."""
+    ciphers: dict[str, tuple[StoredKey, AESGCM]] = {}
     done: list[Presealed] = []
     for shipment in shipments:
         number, problem, issued = _tracking_number(shipment)
@@ -272,38 +268,6 @@ def preseal_shipments(
             )
         )
     return done
-
-
-class PresealedProof(NamedTuple):
-    """An event's proof of delivery sealed ahead, without the database, under the key
-    its shipment was presealed with (`preseal_shipments`). It is used only if the event
-    lands on that very shipment and the key store kept that key for the subject;
-    otherwise the proof is sealed again under the key the subject has."""
-
-    shipment_id: str
-    subject_id: str
-    key_id: str
-    sealed: tuple[tuple[str, bytes], ...]
-    """(field, sealed value)."""
-
-
-def preseal_proof(
-    key: StoredKey,
-    cipher: AESGCM,
-    *,
-    shipment_id: str,
-    tenant_id: int,
-    event_id: str,
-    values: dict[str, str],
-    policy: Policy,
-) -> PresealedProof:
-    subject = key.subject_id
-    rows = _seal_values(
-        cipher, subject, shipment_id, event_row_id(tenant_id, event_id), values, policy
-    )
-    return PresealedProof(
-        shipment_id, subject, key.key_id, tuple((row["field"], row["value"]) for row in rows)
-    )
 
 
 def prepare_shipments(
@@ -617,10 +581,8 @@ def prepare_flat_events(
     tenant_id: int,
     items: Sequence[FlatEvent],
     now: datetime,
-    presealed: Mapping[int, PresealedProof] | None = None,
 ) -> PreparedEvents:
-    """Check, seal and shape a batch of flat events (see `flat_event`); `presealed`,
-    by item index, proofs `preseal_proof` sealed ahead."""
+    """Check, seal and shape a batch of flat events (see `flat_event`)."""
     prepared = PreparedEvents()
     candidates: list[FlatEvent] = []
     latest_allowed = (now - _EPOCH) // _MICROSECOND + _SKEW_US
@@ -663,7 +625,6 @@ def prepare_flat_events(
             at = (row.status_at - _EPOCH) // _MICROSECOND
             latest[sid] = (at, row.status_arrival, Status.PENDING.value, row.status_at)
     changed: set[str] = set()
-    ahead = presealed or {}
     arrival_base = time.time_ns() // 1000
     add_row = prepared.rows.append
     get_shipment = shipments.get
@@ -680,30 +641,10 @@ def prepare_flat_events(
         seen.add(event_id)
         arrival = arrival_base + offset
         personal = item[13]
+        if personal and keys.cipher(shipment.subject_id) is None:
+            # The recipient was erased: personal data about them is not taken in again.
+            personal = None
         shipment_id = shipment.id
-        early = ahead.get(index) if personal else None
-        if (
-            early is not None
-            and early.shipment_id == shipment_id
-            and early.subject_id == shipment.subject_id
-            and early.key_id == keys.key_id(shipment.subject_id)
-        ):
-            prepared.sealed.extend(
-                {
-                    "shipment_id": shipment_id,
-                    "record_id": event_row_id(tenant_id, event_id),
-                    "field": name,
-                    "subject_id": early.subject_id,
-                    "value": value,
-                }
-                for name, value in early.sealed
-            )
-            personal_sealed = True
-        else:
-            personal_sealed = False
-            if personal and keys.cipher(shipment.subject_id) is None:
-                # The recipient was erased: personal data about them is not taken in again.
-                personal = None
         add_row(
             (
                 shipment_id,
@@ -718,7 +659,7 @@ def prepare_flat_events(
                 bool(personal),
             )
         )
-        if personal and not personal_sealed:
+        if personal:
             to_seal.append(
                 (shipment.subject_id, shipment_id, event_row_id(tenant_id, event_id), personal)
             )
