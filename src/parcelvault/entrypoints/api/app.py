@@ -17,6 +17,7 @@ from parcelvault.entrypoints.api import problems, subject_routes
 from parcelvault.entrypoints.api.batch_fast_path import BatchFastPath
 from parcelvault.entrypoints.api.courier_routes import courier_router
 from parcelvault.entrypoints.api.fast_path import PublicLookupFastPath
+from parcelvault.entrypoints.api.health_routes import health_router
 from parcelvault.entrypoints.api.ledger_routes import ledger_router
 from parcelvault.entrypoints.api.limits import BodyLimit, PublicRateLimit
 from parcelvault.entrypoints.api.me_routes import me_router
@@ -76,6 +77,7 @@ def create_app(
     app.include_router(router)
     app.include_router(courier_router)
     app.include_router(ledger_router)
+    app.include_router(health_router)
     app.include_router(me_router)
     subject_routes.install(app)
     pages.install(app)

@@ -1,0 +1,75 @@
+"""What `GET /healthz` reports: whether the database answers, and whether the
+background jobs keep up (the age of the oldest entry waiting for the ledger, and of
+the latest signed checkpoint). Nothing in it is about a person or a shipment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from parcelvault.adapters.db.tables import access_records, events, ledger_checkpoints, ledger_queue
+from parcelvault.services.vault import Vault
+
+LEDGER_LAG_LIMIT_SECONDS = 60.0
+"""An entry waiting longer than this means the background jobs are not running or not
+keeping up: the service answers, but reports itself degraded."""
+
+_OLDEST_EVENT = (
+    select(events.c.arrival).where(events.c.ledger_index.is_(None)).order_by(events.c.id).limit(1)
+)
+_OLDEST_ACCESS = (
+    select(access_records.c.at)
+    .where(access_records.c.ledger_index.is_(None))
+    .order_by(access_records.c.id)
+    .limit(1)
+)
+_OLDEST_QUEUED = select(ledger_queue.c.created_at).order_by(ledger_queue.c.id).limit(1)
+_LATEST_CHECKPOINT = (
+    select(ledger_checkpoints.c.created_at).order_by(ledger_checkpoints.c.size.desc()).limit(1)
+)
+
+
+@dataclass(frozen=True)
+class Health:
+    database: bool
+    oldest_waiting_seconds: float | None
+    """Age of the oldest entry not yet in the ledger; None when none waits."""
+    checkpoint_age_seconds: float | None
+    """Age of the latest signed checkpoint; None before the first."""
+
+    @property
+    def status(self) -> str:
+        if not self.database:
+            return "unavailable"
+        waiting = self.oldest_waiting_seconds
+        if waiting is not None and waiting > LEDGER_LAG_LIMIT_SECONDS:
+            return "degraded"
+        return "ok"
+
+
+def check(vault: Vault) -> Health:
+    """Each query reads one row through an index (the partial indexes of rows not yet
+    in the ledger), so a load balancer may ask often."""
+    now = vault.clock()
+    try:
+        with vault.engine.connect() as connection:
+            arrival = connection.execute(_OLDEST_EVENT).scalar()
+            stamps = [connection.execute(q).scalar() for q in (_OLDEST_ACCESS, _OLDEST_QUEUED)]
+            checkpoint = connection.execute(_LATEST_CHECKPOINT).scalar()
+    except SQLAlchemyError:
+        return Health(database=False, oldest_waiting_seconds=None, checkpoint_age_seconds=None)
+    if arrival is not None:
+        stamps.append(datetime.fromtimestamp(arrival / 1_000_000, UTC))
+    waiting = [stamp for stamp in stamps if stamp is not None]
+    return Health(
+        database=True,
+        oldest_waiting_seconds=_age(now, min(waiting)) if waiting else None,
+        checkpoint_age_seconds=_age(now, checkpoint) if checkpoint is not None else None,
+    )
+
+
+def _age(now: datetime, then: datetime) -> float:
+    return round(max(0.0, (now - then).total_seconds()), 3)
