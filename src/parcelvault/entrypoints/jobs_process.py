@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from types import FrameType
 
 from parcelvault.services.background import BackgroundJobs
@@ -24,7 +25,17 @@ from parcelvault.services.vault import Vault
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 2.0
+"""The wait before starting a failed jobs process again; it doubles with each failure in
+a row, up to MAX_RESTART_DELAY_SECONDS, and starts over once a process has run for
+STEADY_SECONDS (a process that cannot start does not spin)."""
+MAX_RESTART_DELAY_SECONDS = 60.0
+STEADY_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 30.0
+
+
+def restart_delay(failures_in_a_row: int) -> float:
+    doubled = RESTART_DELAY_SECONDS * 2.0 ** (failures_in_a_row - 1)
+    return min(doubled, MAX_RESTART_DELAY_SECONDS)
 
 
 def run_until_stopped(vault: Vault, *, reconcile: bool, parent_pid: int | None) -> None:
@@ -50,7 +61,8 @@ def run_until_stopped(vault: Vault, *, reconcile: bool, parent_pid: int | None) 
 
 class JobsChild:
     """`parcelvault jobs` as a child of this process, started again (after
-    `RESTART_DELAY_SECONDS`) whenever it exits with an error before `stop()`."""
+    `RESTART_DELAY_SECONDS`, doubling while it keeps failing) whenever it exits with an
+    error before `stop()`."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._env = env
@@ -100,20 +112,24 @@ class JobsChild:
             self._process = subprocess.Popen(command, env=self._env)  # noqa: S603
 
     def _watch(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             with self._lock:
                 process = self._process
             assert process is not None
+            started = time.monotonic()
             code = process.wait()
             if self._stopping.is_set():
                 return
             if code == 0:
                 log.warning("the background jobs process stopped; not starting it again")
                 return
+            failures = 1 if time.monotonic() - started >= STEADY_SECONDS else failures + 1
+            delay = restart_delay(failures)
             log.error(
                 "the background jobs process failed; starting it again",
-                extra={"exit_code": code},
+                extra={"exit_code": code, "delay_seconds": delay},
             )
-            if self._stopping.wait(RESTART_DELAY_SECONDS):
+            if self._stopping.wait(delay):
                 return
             self._spawn()
