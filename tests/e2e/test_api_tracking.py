@@ -599,6 +599,7 @@ SUBJECT_ENDPOINTS = {
     ("/api/v1/track/{tracking_number}/consents/{purpose}", "put"),
     ("/api/v1/track/{tracking_number}/address", "post"),
 }
+HEALTH_ENDPOINTS = {("/healthz", "get")}
 ME_ENDPOINTS = {
     ("/api/v1/me", "get"),
     ("/api/v1/me/access-log", "get"),
@@ -620,7 +621,12 @@ def test_the_openapi_document_lists_every_api_endpoint(client: TestClient) -> No
     }
 
     assert listed == (
-        ENDPOINTS | COURIER_ENDPOINTS | LEDGER_ENDPOINTS | SUBJECT_ENDPOINTS | ME_ENDPOINTS
+        ENDPOINTS
+        | COURIER_ENDPOINTS
+        | LEDGER_ENDPOINTS
+        | SUBJECT_ENDPOINTS
+        | ME_ENDPOINTS
+        | HEALTH_ENDPOINTS
     )
     assert routed == ENDPOINTS
 
