@@ -15,7 +15,7 @@ import functools
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeAlias
@@ -557,19 +557,24 @@ def prepare_events(
     now: datetime,
 ) -> PreparedEvents:
     """Check, seal and shape a batch of (index, tracking number, event)."""
-    text_stamps = connection.dialect.name == "sqlite"
     return prepare_flat_events(
         connection,
         keystore=keystore,
         keyring=keyring,
         policy=policy,
         tenant_id=tenant_id,
-        items=[
-            flat_event(i, raw, event, event.proof, text_stamps=text_stamps)
-            for i, raw, event in items
-        ],
+        items=flat_events(items, text_stamps=connection.dialect.name == "sqlite"),
         now=now,
     )
+
+
+def flat_events(
+    items: Iterable[tuple[int, str, ScanEvent]], *, text_stamps: bool
+) -> list[FlatEvent]:
+    """(index, tracking number, event) items as FlatEvents; pure."""
+    return [
+        flat_event(i, raw, event, event.proof, text_stamps=text_stamps) for i, raw, event in items
+    ]
 
 
 def prepare_flat_events(

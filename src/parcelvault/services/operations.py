@@ -54,11 +54,10 @@ def ingest_events(
     single: bool = False,
 ) -> IngestResult:
     """Store every event or none (see `ingest_flat_events`)."""
-    text_stamps = vault.engine.dialect.name == "sqlite"
-    flat = [
-        ingest.flat_event(index, number, event, event.proof, text_stamps=text_stamps)
-        for index, (number, event) in enumerate(items)
-    ]
+    flat = ingest.flat_events(
+        ((index, number, event) for index, (number, event) in enumerate(items)),
+        text_stamps=vault.engine.dialect.name == "sqlite",
+    )
     return ingest_flat_events(vault=vault, principal=principal, events=flat, single=single)
 
 
