@@ -32,6 +32,7 @@ from parcelvault.privacy.disclosure import disclose, fields_needed
 from parcelvault.privacy.policy import Policy
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
+from parcelvault.settings import Settings
 
 log = logging.getLogger("parcelvault.tracking")
 PUBLIC = Viewer(tier="public", actor_kind="anyone")
@@ -400,26 +401,25 @@ def verify_postcode(
     """
     settings = vault.settings
     now = vault.clock()
-    window = timedelta(seconds=settings.verify_window_seconds)
     with vault.engine.begin() as connection:
         shipment = find_shipment(connection, raw_number, tenant)
         if shipment.postcode_digest == keyed_hash.ERASED_DIGEST:
             raise Gone("the recipient's details of this shipment were erased; nothing to verify")
-        failures = store.recent_failures(connection, shipment.id, now - window)
-        if len(failures) >= settings.verify_max_failures:
-            raise Locked(_retry_after(failures, settings.verify_max_failures, window, now))
+        failures = _recent_failures(connection, shipment.id, settings, now)
+        locked_for = _locked_for(failures, settings, now)
+        if locked_for is not None:
+            raise Locked(locked_for)
         candidate = keyed_hash.postcode_digest(
             vault.keyring.lookup_key, record_id=shipment.id, postcode=postcode
         )
         if not keyed_hash.digests_match(shipment.postcode_digest, candidate):
             store.record_failure(connection, shipment.id, now)
             failures.append(now)
-            remaining = settings.verify_max_failures - len(failures)
-            if remaining <= 0:
-                connection.commit()
-                raise Locked(_retry_after(failures, settings.verify_max_failures, window, now))
+            locked_for = _locked_for(failures, settings, now)
             connection.commit()
-            raise WrongPostcode(remaining)
+            if locked_for is not None:
+                raise Locked(locked_for)
+            raise WrongPostcode(settings.verify_max_failures - len(failures))
     expires = now + timedelta(seconds=settings.recipient_session_seconds)
     return RecipientPass(
         shipment_id=shipment.id,
@@ -446,22 +446,31 @@ def verification_state(
 ) -> VerificationState:
     settings = vault.settings
     now = vault.clock()
-    window = timedelta(seconds=settings.verify_window_seconds)
-    limit = settings.verify_max_failures
     with vault.engine.connect() as connection:
         shipment = find_shipment(connection, raw_number, tenant)
-        failures = store.recent_failures(connection, shipment.id, now - window)
-    locked = len(failures) >= limit
+        failures = _recent_failures(connection, shipment.id, settings, now)
     return VerificationState(
         erased=shipment.postcode_digest == keyed_hash.ERASED_DIGEST,
         recent_failures=len(failures),
-        remaining_attempts=max(0, limit - len(failures)),
-        retry_after_seconds=_retry_after(failures, limit, window, now) if locked else None,
+        remaining_attempts=max(0, settings.verify_max_failures - len(failures)),
+        retry_after_seconds=_locked_for(failures, settings, now),
     )
 
 
-def _retry_after(failures: list[datetime], limit: int, window: timedelta, now: datetime) -> int:
-    unlock_at = failures[-limit] + window
+def _recent_failures(
+    connection: Connection, shipment_id: str, settings: Settings, now: datetime
+) -> list[datetime]:
+    window = timedelta(seconds=settings.verify_window_seconds)
+    return store.recent_failures(connection, shipment_id, now - window)
+
+
+def _locked_for(failures: list[datetime], settings: Settings, now: datetime) -> int | None:
+    """Seconds until verification unlocks (the oldest of the last `verify_max_failures`
+    wrong postcodes leaves the window); None while it is not locked."""
+    limit = settings.verify_max_failures
+    if len(failures) < limit:
+        return None
+    unlock_at = failures[-limit] + timedelta(seconds=settings.verify_window_seconds)
     return max(1, int((unlock_at - now).total_seconds()) + 1)
 
 
