@@ -67,6 +67,13 @@ def ledger_has(base_url: str, index: int) -> bool:
     return httpx.get(f"{base_url}/api/v1/ledger/entries/{index}", timeout=5).status_code == 200
 
 
+def the_jobs_process(live: LiveService) -> int:
+    """The one jobs process `serve` runs, once it has started."""
+    eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
+    (pid,) = jobs_children(live.server_pid)
+    return pid
+
+
 def post_event(live: LiveService, number: str, event_id: str) -> None:
     time_ = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     live.add_events(number, {"event_id": event_id, "time": time_, "status": "in_transit"})
@@ -76,7 +83,7 @@ def test_serve_runs_the_background_jobs_in_one_child_process_that_appends_to_the
     tmp_path: Path,
 ) -> None:
     with running_service(tmp_path / "svc") as live:
-        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
+        the_jobs_process(live)
         number = live.create_shipment(shipment_payload())
         post_event(live, number, "ev-1")
         # entry 0 records the policy in force; the scan event follows it
@@ -86,8 +93,7 @@ def test_serve_runs_the_background_jobs_in_one_child_process_that_appends_to_the
 
 def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> None:
     with running_service(tmp_path / "svc") as live:
-        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
-        (first,) = jobs_children(live.server_pid)
+        first = the_jobs_process(live)
         os.kill(first, signal.SIGKILL)
         eventually(
             lambda: [p for p in jobs_children(live.server_pid) if p != first and alive(p)] != [],
@@ -101,8 +107,7 @@ def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> 
 
 def test_stopping_serve_stops_its_jobs_process_too(tmp_path: Path) -> None:
     with running_service(tmp_path / "svc") as live:
-        eventually(lambda: len(jobs_children(live.server_pid)) == 1, "one jobs process")
-        (jobs_pid,) = jobs_children(live.server_pid)
+        jobs_pid = the_jobs_process(live)
         os.kill(live.server_pid, signal.SIGTERM)
         eventually(lambda: not alive(jobs_pid), "the jobs process gone")
         assert "background jobs stopped" in live.log_text()
