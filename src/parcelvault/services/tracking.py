@@ -390,6 +390,9 @@ class RecipientPass:
     token: str
 
 
+ERASED_NOTHING_TO_VERIFY = "the recipient's details of this shipment were erased; nothing to verify"
+
+
 def verify_postcode(
     *, vault: Vault, raw_number: str, postcode: str, tenant: str | None = None
 ) -> RecipientPass:
@@ -404,7 +407,7 @@ def verify_postcode(
     with vault.engine.begin() as connection:
         shipment = find_shipment(connection, raw_number, tenant)
         if shipment.postcode_digest == keyed_hash.ERASED_DIGEST:
-            raise Gone("the recipient's details of this shipment were erased; nothing to verify")
+            raise Gone(ERASED_NOTHING_TO_VERIFY)
         failures = _recent_failures(connection, shipment.id, settings, now)
         locked_for = _locked_for(failures, settings, now)
         if locked_for is not None:

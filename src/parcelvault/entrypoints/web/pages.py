@@ -201,7 +201,7 @@ def refusal(state: tracking.VerificationState) -> tuple[int, str, int | None] | 
     nothing stands in the way (no recent wrong postcode: the address was followed
     without an attempt, or the attempts have left the window)."""
     if state.erased:
-        return 410, "The recipient's details of this shipment were erased; nothing to verify.", None
+        return 410, tracking.ERASED_NOTHING_TO_VERIFY, None
     if state.retry_after_seconds is not None:
         minutes = max(1, round(state.retry_after_seconds / 60))
         message = f"Too many wrong postcodes. Try again in about {minutes} minute(s)."
