@@ -165,6 +165,28 @@ def test_entries_about_the_subject_lose_their_bodies_whether_placed_before_or_af
         assert all(at is not None for at in erased_at)
 
 
+def test_entries_gathered_before_an_erasure_was_cleaned_up_are_placed_without_bodies(
+    any_client: TestClient, any_vault: Vault, any_shop_key: str, canaries: Canaries
+) -> None:
+    number = _ship(any_client, any_shop_key, canaries)
+    _merchant_view(any_client, any_shop_key, number)
+    ahead = ledger_log.plan(any_vault.engine)  # gathered while the subject was known
+    assert ahead is not None
+
+    erasure.erase_subject(
+        vault=any_vault, subject_id=_subject(any_vault, canaries), requested_by="subject"
+    )
+    ledger_log.append(any_vault.engine, ahead, now=any_vault.clock())
+    while ledger_log.sequence(any_vault.engine, now=any_vault.clock()):
+        pass
+
+    bodies = _bodies_by_kind(any_vault)
+    assert bodies["event"] == [None]
+    assert bodies["access"]
+    assert set(bodies["access"]) == {None}
+    assert [b is not None for b in bodies["erasure"]] == [True]
+
+
 def test_the_receipt_names_its_ledger_entry_once_sequenced_and_the_log_still_verifies(
     any_client: TestClient, any_vault: Vault, any_shop_key: str, canaries: Canaries
 ) -> None:

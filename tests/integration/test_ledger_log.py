@@ -91,26 +91,88 @@ def test_events_and_access_records_become_leaves_that_prove_against_a_signed_che
             merkle.verify_inclusion(leaf, index, body.size, proof, body.root)
 
 
-def test_the_sequencer_sees_waiting_events_access_records_and_queued_entries(
+def test_the_sequencer_appends_waiting_events_access_records_and_queued_entries(
     any_client: TestClient, any_shop_key: str, any_vault: Vault
 ) -> None:
     engine, now = any_vault.engine, datetime.now(UTC)
-    assert not log.waiting(engine)
+    assert log.plan(engine) is None
+    assert log.sequence(engine, now=now) == 0
     (number,) = _load(any_client, any_shop_key, shipments=1, events_each=1)
-    assert log.waiting(engine)  # the event
-    log.sequence(engine, now=now)
-    assert not log.waiting(engine)
+    assert log.sequence(engine, now=now) >= 1  # the event, and the look the creation was
+    assert log.plan(engine) is None
+    with engine.connect() as connection:
+        placed = connection.execute(select(events.c.ledger_index)).scalar_one()
+    assert placed is not None
 
     merchant = any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
     assert merchant.status_code == 200
-    assert log.waiting(engine)  # the merchant's access record
-    log.sequence(engine, now=now)
-    assert not log.waiting(engine)
+    assert log.sequence(engine, now=now) == 1  # the merchant's access record
 
     log.record_policy(engine, digest="0" * 64, now=now)
-    assert log.waiting(engine)  # a queued policy_change entry
-    log.sequence(engine, now=now)
-    assert not log.waiting(engine)
+    assert log.sequence(engine, now=now) == 1  # a queued policy_change entry
+    assert log.plan(engine) is None
+
+
+def test_a_sequencer_with_nothing_to_append_does_not_wait_for_the_write_lock(
+    client: TestClient, shop_key: str, vault: Vault
+) -> None:
+    _load(client, shop_key, shipments=1, events_each=1)
+    log.sequence(vault.engine, now=vault.clock())
+    holder = vault.engine.raw_connection()
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds SQLite's write lock
+        assert log.sequence(vault.engine, now=vault.clock()) == 0
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def _places(vault: Vault) -> list[int | None]:
+    with vault.engine.connect() as connection:
+        return list(
+            connection.execute(select(events.c.ledger_index).order_by(events.c.id)).scalars()
+        )
+
+
+def test_an_append_planned_before_another_append_is_planned_again_under_the_lock(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault, key_dir: Path
+) -> None:
+    create_signer(key_dir)
+    signer = load_signer(key_dir)
+    engine = any_vault.engine
+    _load(any_client, any_shop_key, shipments=1, events_each=3)
+    stale = log.plan(engine)
+    assert stale is not None
+    first = len(stale.leaves)  # the three events and the look the creation was
+    assert log.sequence(engine, now=any_vault.clock()) == first
+    _load(any_client, any_shop_key, shipments=1, events_each=2)
+
+    assert log.append(engine, stale, now=any_vault.clock()) == 3
+
+    places = _places(any_vault)
+    assert None not in places
+    assert len(set(places)) == 5
+    leaves = _leaf_hashes(any_vault)
+    assert len(leaves) == first + 3
+    signed = log.checkpoint(engine, signer=signer, now=any_vault.clock())
+    assert signed.size == len(leaves)
+    assert signed.root == merkle.root_from_leaf_hashes(leaves)
+
+
+def test_an_append_planned_while_nothing_else_happened_stores_the_plan(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault
+) -> None:
+    engine = any_vault.engine
+    _load(any_client, any_shop_key, shipments=2, events_each=2)
+    ahead = log.plan(engine)
+    assert ahead is not None
+    assert ahead.start == 0
+    assert len(ahead.leaves) == 6  # four events, and the two looks the creations were
+
+    assert log.append(engine, ahead, now=any_vault.clock()) == 6
+
+    assert _leaf_hashes(any_vault) == ahead.leaves
+    assert log.plan(engine) is None
 
 
 def test_a_grown_log_is_consistent_with_every_earlier_checkpoint(

@@ -24,7 +24,10 @@ all in one transaction.
 
 Only one sequencer runs at a time: on PostgreSQL it holds a transaction-level advisory
 lock, on SQLite it opens the transaction with BEGIN IMMEDIATE (the single writer).
-Any number of API processes may write sources concurrently.
+Any number of API processes may write sources concurrently. The sequencer gathers and
+hashes a batch before it takes the lock (`plan`) and stores it under the lock
+(`append`) only if the tree has not grown and no erasure was cleaned up in between;
+otherwise it gathers again under the lock.
 
 Storage
 -------
@@ -47,7 +50,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +61,7 @@ from sqlalchemy import Connection, Engine, Integer, bindparam, func, select
 from parcelvault.adapters.db.store import chunks, driver_rows, sqlite_datetime
 from parcelvault.adapters.db.tables import (
     access_records,
+    erasures,
     events,
     ledger_checkpoints,
     ledger_entries,
@@ -499,102 +503,171 @@ def _leaf_hashes(pending: Sequence[Pending]) -> list[bytes]:
         raise LedgerError(f"unknown ledger entry kind {error.args[0]!r}") from None
 
 
-_WAITING = (
-    "SELECT EXISTS (SELECT 1 FROM ledger_queue)"
-    " OR EXISTS (SELECT 1 FROM access_records WHERE ledger_index IS NULL)"
-    " OR EXISTS (SELECT 1 FROM events WHERE ledger_index IS NULL)"
-)
-
-
-def waiting(engine: Engine) -> bool:
-    """Whether any entry waits to be appended: a read through the partial indexes of
-    unplaced rows, so an idle sequencer looks often without taking the write lock."""
-    with engine.connect() as connection:
-        found = bool(connection.exec_driver_sql(_WAITING).scalar())
-        connection.rollback()
-    return found
-
-
 SQLITE_CACHE_KIB = 128 * 1024
 """SQLite page cache of the sequencer's transaction, at most (allocated as pages are
 read), so that a batch's dirty pages stay in memory until the commit instead of being
 spilled to the WAL and read back. Restored when the batch is done."""
 
 
-def sequence(engine: Engine, *, now: datetime, limit: int = 50_000) -> int:
-    """Append up to `limit` waiting entries to the log; returns how many."""
-    with exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
-        gathered = _gather(connection, max(1, limit))
-        count = len(gathered)
-        if not count:
-            return 0
-        start = size(connection)
-        leaves = [bytes(leaf) for leaf in gathered.queue_leaves] + _leaf_hashes(gathered.pending)
-        known = fetch_nodes(connection, merkle.root_nodes(start))
-        interior = merkle.interior_hashes_created_by_appends(
-            start, leaves, lambda level, index: known[level, index]
+def sequence(
+    engine: Engine,
+    *,
+    now: datetime,
+    limit: int = 50_000,
+    turn: AbstractContextManager[object] | None = None,
+) -> int:
+    """Append up to `limit` waiting entries to the log; returns how many. `turn` is
+    held with the write lock: the caller's own turn-taking between its threads
+    (`Vault.writing`)."""
+    return append(engine, plan(engine, limit=limit), now=now, turn=turn)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Entries to append to a tree of `start` entries, gathered with their leaves and
+    the interior nodes the append creates, and the number of erasures cleaned up when
+    they were gathered."""
+
+    start: int
+    erasures_cleaned: int
+    gathered: _Gathered
+    leaves: list[bytes]
+    interior: list[tuple[merkle.Node, bytes]]
+    limit: int
+
+    def current(self, connection: Connection) -> bool:
+        return (
+            size(connection) == self.start
+            and _erasures_cleaned(connection) == self.erasures_cleaned
         )
-        sequenced_at = _stamper(connection)(now)
-        queue_runs = _runs(gathered.queue_ids, start)
-        after_queue = start + len(gathered.queue_ids)
-        erased = ERASED_SUBJECT_PREFIX
-        like = erased + "%"
-        entry_rows = [
-            (index, kind, leaf, None, None, created, sequenced_at, sequenced_at)
-            if subject is not None and subject.startswith(erased)
-            else (index, kind, leaf, body, salt, created, sequenced_at, None)
-            for index, leaf, (kind, body, salt, subject, _, created) in zip(
-                range(after_queue, start + count),
-                leaves[len(gathered.queue_ids) :],
-                gathered.pending,
-                strict=True,
-            )
-        ]
-        node_rows = [(level, index, value) for (level, index), value in interior]
-        consent_places, ref_rows = _queue_refs(gathered.queue_refs, start)
-        mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
-        cursor = connection.connection.cursor()
+
+
+def plan(engine: Engine, *, limit: int = 50_000) -> Plan | None:
+    """The next append of up to `limit` waiting entries, gathered and hashed without
+    the write lock, so that writers of events and access records wait only while
+    `append` stores the rows; None if nothing waits.
+
+    The reads need not share a snapshot: the erasure count and the tree size are read
+    first, so a clean-up or another append that happens before any later read has
+    changed one of them by the time `append` holds the lock, and the plan is made
+    again there."""
+    limit = max(1, limit)
+    with engine.connect() as connection:
         try:
-            if gathered.missing_leaves:
-                cursor.executemany(
-                    _QUEUE_LEAF.replace("?", mark),
-                    [(leaf, queue_id) for leaf, queue_id in gathered.missing_leaves],
-                )
-            if queue_runs:
-                cursor.executemany(
-                    _QUEUE_COPY.replace("?", mark),
-                    [
-                        (offset, like, like, sequenced_at, like, sequenced_at, first, last)
-                        for offset, first, last in queue_runs
-                    ],
-                )
-            if entry_rows:
-                cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
-            if node_rows:
-                cursor.executemany(_NODE_INSERT.replace("?", mark), node_rows)
-            if consent_places:
-                cursor.executemany(_CONSENT_PLACE.replace("?", mark), consent_places)
-            if ref_rows:
-                ref_insert = (
-                    _REF_INSERT_SQLITE if connection.dialect.name == "sqlite" else _REF_INSERT_PG
-                )
-                cursor.executemany(ref_insert.replace("?", mark), ref_rows)
-            if queue_runs:
-                cursor.executemany(
-                    _QUEUE_DELETE.replace("?", mark), [run[1:] for run in queue_runs]
-                )
-            first = after_queue
-            for table, ids in (
-                ("access_records", gathered.access_ids),
-                ("events", gathered.event_ids),
-            ):
-                runs = _runs(ids, first)
-                if runs:
-                    cursor.executemany(_PLACE[table].replace("?", mark), runs)
-                first += len(ids)
+            return _plan(connection, limit)
+        except LedgerError:  # queued rows went away under the read
+            return Plan(-1, -1, _Gathered([], [], [], [], [], [], []), [], [], limit)
         finally:
-            cursor.close()
-        return count
+            connection.rollback()
+
+
+def append(
+    engine: Engine,
+    ahead: Plan | None,
+    *,
+    now: datetime,
+    turn: AbstractContextManager[object] | None = None,
+) -> int:
+    """Store a plan's entries under the write lock; returns how many. A plan that is no
+    longer current (the tree grew, or an erasure was cleaned up: a clean-up moves a
+    subject's rows to a tombstone, which decides whether an entry keeps its body) is
+    made again under the lock. No plan: nothing waited, and no lock is taken."""
+    if ahead is None:
+        return 0
+    with turn or nullcontext(), exclusive(engine, cache_kib=SQLITE_CACHE_KIB) as connection:
+        if not ahead.current(connection):
+            again = _plan(connection, ahead.limit)
+            if again is None:
+                return 0
+            ahead = again
+        return _append(connection, ahead, now)
+
+
+def _plan(connection: Connection, limit: int) -> Plan | None:
+    cleaned = _erasures_cleaned(connection)
+    start = size(connection)
+    gathered = _gather(connection, limit)
+    if not len(gathered):
+        return None
+    leaves = [bytes(leaf) for leaf in gathered.queue_leaves] + _leaf_hashes(gathered.pending)
+    known = fetch_nodes(connection, merkle.root_nodes(start))
+    interior = merkle.interior_hashes_created_by_appends(
+        start, leaves, lambda level, index: known[level, index]
+    )
+    return Plan(start, cleaned, gathered, leaves, list(interior), limit)
+
+
+_ERASURES_CLEANED = select(func.count(erasures.c.cleaned_at))
+
+
+def _erasures_cleaned(connection: Connection) -> int:
+    """How many erasures have been cleaned up: it grows with every clean-up, which
+    runs under the sequencer's lock (`services.erasure.clean_up_erasure`)."""
+    return int(connection.execute(_ERASURES_CLEANED).scalar_one())
+
+
+def _append(connection: Connection, ahead: Plan, now: datetime) -> int:
+    gathered, start, leaves = ahead.gathered, ahead.start, ahead.leaves
+    count = len(gathered)
+    sequenced_at = _stamper(connection)(now)
+    queue_runs = _runs(gathered.queue_ids, start)
+    after_queue = start + len(gathered.queue_ids)
+    erased = ERASED_SUBJECT_PREFIX
+    like = erased + "%"
+    entry_rows = [
+        (index, kind, leaf, None, None, created, sequenced_at, sequenced_at)
+        if subject is not None and subject.startswith(erased)
+        else (index, kind, leaf, body, salt, created, sequenced_at, None)
+        for index, leaf, (kind, body, salt, subject, _, created) in zip(
+            range(after_queue, start + count),
+            leaves[len(gathered.queue_ids) :],
+            gathered.pending,
+            strict=True,
+        )
+    ]
+    node_rows = [(level, index, value) for (level, index), value in ahead.interior]
+    consent_places, ref_rows = _queue_refs(gathered.queue_refs, start)
+    mark = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    cursor = connection.connection.cursor()
+    try:
+        if gathered.missing_leaves:
+            cursor.executemany(
+                _QUEUE_LEAF.replace("?", mark),
+                [(leaf, queue_id) for leaf, queue_id in gathered.missing_leaves],
+            )
+        if queue_runs:
+            cursor.executemany(
+                _QUEUE_COPY.replace("?", mark),
+                [
+                    (offset, like, like, sequenced_at, like, sequenced_at, first, last)
+                    for offset, first, last in queue_runs
+                ],
+            )
+        if entry_rows:
+            cursor.executemany(_ENTRY_INSERT.replace("?", mark), entry_rows)
+        if node_rows:
+            cursor.executemany(_NODE_INSERT.replace("?", mark), node_rows)
+        if consent_places:
+            cursor.executemany(_CONSENT_PLACE.replace("?", mark), consent_places)
+        if ref_rows:
+            ref_insert = (
+                _REF_INSERT_SQLITE if connection.dialect.name == "sqlite" else _REF_INSERT_PG
+            )
+            cursor.executemany(ref_insert.replace("?", mark), ref_rows)
+        if queue_runs:
+            cursor.executemany(_QUEUE_DELETE.replace("?", mark), [run[1:] for run in queue_runs])
+        first = after_queue
+        for table, ids in (
+            ("access_records", gathered.access_ids),
+            ("events", gathered.event_ids),
+        ):
+            runs = _runs(ids, first)
+            if runs:
+                cursor.executemany(_PLACE[table].replace("?", mark), runs)
+            first += len(ids)
+    finally:
+        cursor.close()
+    return count
 
 
 ERASED_SUBJECT_PREFIX = "erased-"

@@ -468,10 +468,7 @@ class Sequencer(Periodic):
 
     def tick(self) -> None:
         vault = self.vault
-        appended = 0
-        if ledger_log.waiting(vault.engine):
-            with vault.writing():
-                appended = ledger_log.sequence(vault.engine, now=vault.clock())
+        appended = ledger_log.sequence(vault.engine, now=vault.clock(), turn=vault.writing())
         if appended:
             log.debug("ledger entries sequenced", extra={"count": appended})
         if self._checkpoint_due():
