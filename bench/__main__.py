@@ -79,10 +79,8 @@ def main(argv: list[str]) -> int:
             if "batch" in chosen:
                 log("batch API:")
                 batches = 5 if args.quick else 40
-                results.append(
-                    batch_api.run(
-                        workdir, rounds=rounds, batches=batches, ceiling_rows=ceiling_rows
-                    )
+                results += batch_api.run(
+                    workdir, rounds=rounds, batches=batches, ceiling_rows=ceiling_rows
                 )
             if tiers:
                 log(f"lookups ({', '.join(tiers)}):")

@@ -1,6 +1,6 @@
 """Batch API: events/s through `POST /api/v1/events/batch` on the real service
-(`parcelvault serve`, one worker, SQLite), 1,000 events a request from a few
-concurrent clients, beside the raw sqlite3 ceiling measured between its rounds."""
+(`parcelvault serve` with one worker, then two, SQLite), 1,000 events a request from a
+few concurrent clients, beside the raw sqlite3 ceiling measured between its rounds."""
 
 from __future__ import annotations
 
@@ -84,8 +84,36 @@ def _post_all(base_url: str, api_key: str, bodies: list[bytes]) -> float:
     return elapsed
 
 
-def run(workdir: Path, *, rounds: int, batches: int, ceiling_rows: list[tuple[Any, ...]]) -> Result:
-    folder = workdir / "batch"
+def run(
+    workdir: Path,
+    *,
+    rounds: int,
+    batches: int,
+    ceiling_rows: list[tuple[Any, ...]],
+    workers: tuple[int, ...] = (1, 2),
+) -> list[Result]:
+    """One figure per worker count, each on a database of its own (the figure falls as
+    the database grows, so each starts from the same 2,000 shipments)."""
+    return [
+        _run_with(
+            workdir / f"batch-{count}",
+            count,
+            rounds=rounds,
+            batches=batches,
+            ceiling_rows=ceiling_rows,
+        )
+        for count in workers
+    ]
+
+
+def _run_with(
+    folder: Path,
+    workers: int,
+    *,
+    rounds: int,
+    batches: int,
+    ceiling_rows: list[tuple[Any, ...]],
+) -> Result:
     env = service_env(folder, PARCELVAULT_PUBLIC_RATE_LIMIT="0")
     init_folder(folder, env)
     api_key = create_tenant(folder, env, TENANT)
@@ -94,12 +122,13 @@ def run(workdir: Path, *, rounds: int, batches: int, ceiling_rows: list[tuple[An
     numbers = [line["tracking_number"] for line in lines]
     figures: list[float] = []
     ceilings: list[float] = []
-    command = serve_command(1, free_port())
+    command = serve_command(workers, free_port())
+    plural = "s" if workers > 1 else ""
     with running(command, env=env, cwd=folder, probe_path="/", name="server") as base_url:
         how = seeding.seed(
             lines, folder=folder, env=env, tenant=TENANT, base_url=base_url, api_key=api_key
         )
-        log(f"  {SHIPMENTS:,} shipments stored through the {how}")
+        log(f"  {workers} worker{plural}: {SHIPMENTS:,} shipments stored through the {how}")
         start = now - timedelta(days=2)
         _post_all(base_url, api_key, _bodies(numbers, tag="warm", batches=2, start=start))
         for r in range(rounds):
@@ -107,12 +136,12 @@ def run(workdir: Path, *, rounds: int, batches: int, ceiling_rows: list[tuple[An
             bodies = _bodies(numbers, tag=f"r{r}", batches=batches, start=start)
             elapsed = _post_all(base_url, api_key, bodies)
             figures.append(batches * BATCH / elapsed)
-            ceilings.append(ceiling.executemany_rows_per_s(ceiling_rows, workdir))
+            ceilings.append(ceiling.executemany_rows_per_s(ceiling_rows, folder.parent))
             log(
                 f"  round {r + 1}: {figures[-1]:,.0f} events/s (ceiling {ceilings[-1]:,.0f} rows/s)"
             )
     return Result(
-        name="Batch API, 1,000 events a request, 1 worker",
+        name=f"Batch API, 1,000 events a request, {workers} worker{plural}",
         unit="events/s",
         value=median(figures),
         ceiling=median(ceilings),
