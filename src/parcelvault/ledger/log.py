@@ -762,6 +762,7 @@ class SignedCheckpoint:
     size: int
     root: bytes
     note: str
+    created_at: datetime
 
 
 def checkpoint(engine: Engine, *, signer: Signer, now: datetime) -> SignedCheckpoint:
@@ -779,11 +780,11 @@ def checkpoint(engine: Engine, *, signer: Signer, now: datetime) -> SignedCheckp
                 size=tree_size, root=tree_root, note=note, created_at=now
             )
         )
-        return SignedCheckpoint(tree_size, tree_root, note)
+        return SignedCheckpoint(tree_size, tree_root, note, now)
 
 
 def latest_checkpoint(connection: Connection) -> SignedCheckpoint | None:
     row = connection.execute(
         select(ledger_checkpoints).order_by(ledger_checkpoints.c.size.desc()).limit(1)
     ).first()
-    return SignedCheckpoint(row.size, row.root, row.note) if row else None
+    return SignedCheckpoint(row.size, row.root, row.note, row.created_at) if row else None

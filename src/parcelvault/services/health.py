@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from parcelvault.adapters.db.tables import access_records, events, ledger_checkpoints, ledger_queue
+from parcelvault.adapters.db.tables import access_records, events, ledger_queue
+from parcelvault.ledger import log as ledger_log
 from parcelvault.services.vault import Vault
 
 LEDGER_LAG_LIMIT_SECONDS = 60.0
@@ -27,9 +28,6 @@ _OLDEST_ACCESS = (
     .limit(1)
 )
 _OLDEST_QUEUED = select(ledger_queue.c.created_at).order_by(ledger_queue.c.id).limit(1)
-_LATEST_CHECKPOINT = (
-    select(ledger_checkpoints.c.created_at).order_by(ledger_checkpoints.c.size.desc()).limit(1)
-)
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def check(vault: Vault) -> Health:
         with vault.engine.connect() as connection:
             arrival = connection.execute(_OLDEST_EVENT).scalar()
             stamps = [connection.execute(q).scalar() for q in (_OLDEST_ACCESS, _OLDEST_QUEUED)]
-            checkpoint = connection.execute(_LATEST_CHECKPOINT).scalar()
+            latest = ledger_log.latest_checkpoint(connection)
     except SQLAlchemyError:
         return Health(database=False, oldest_waiting_seconds=None, checkpoint_age_seconds=None)
     if arrival is not None:
@@ -67,7 +65,7 @@ def check(vault: Vault) -> Health:
     return Health(
         database=True,
         oldest_waiting_seconds=_age(now, min(waiting)) if waiting else None,
-        checkpoint_age_seconds=_age(now, checkpoint) if checkpoint is not None else None,
+        checkpoint_age_seconds=_age(now, latest.created_at) if latest is not None else None,
     )
 
 

@@ -43,7 +43,6 @@ from sqlalchemy import Connection, select
 
 from parcelvault.adapters.db.tables import (
     access_records,
-    ledger_checkpoints,
     ledger_entries,
     routes,
     shipments,
@@ -481,11 +480,7 @@ class Sequencer(Periodic):
     def _checkpoint_due(self) -> bool:
         with self.vault.engine.connect() as connection:
             tree_size = ledger_log.size(connection)
-            latest = connection.execute(
-                select(ledger_checkpoints.c.size, ledger_checkpoints.c.created_at)
-                .order_by(ledger_checkpoints.c.size.desc())
-                .limit(1)
-            ).first()
+            latest = ledger_log.latest_checkpoint(connection)
         if latest is None:
             return tree_size > 0
         interval = timedelta(seconds=self.vault.settings.checkpoint_interval_seconds)
