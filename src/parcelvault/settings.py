@@ -69,6 +69,12 @@ class Settings(BaseSettings):
             "`serve` turns this off for its workers and runs `parcelvault jobs` beside them"
         ),
     )
+    jobs_heartbeat_timeout_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="`serve` restarts its background-jobs process when it has not heard "
+        "from it for this long (frozen, or a job stuck in one round); 0 = never",
+    )
     retention_interval_seconds: int = Field(
         default=3600,
         ge=0,

@@ -105,6 +105,27 @@ def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> 
         assert "the background jobs process failed; starting it again" in live.log_text()
 
 
+def test_serve_kills_and_replaces_a_jobs_process_that_stops_answering(tmp_path: Path) -> None:
+    with running_service(tmp_path / "svc", PARCELVAULT_JOBS_HEARTBEAT_TIMEOUT_SECONDS="3") as live:
+        frozen = the_jobs_process(live)
+        time.sleep(4)  # running and beating: not replaced
+        assert jobs_children(live.server_pid) == [frozen]
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            eventually(lambda: not alive(frozen), "the frozen jobs process killed")
+            eventually(
+                lambda: [p for p in jobs_children(live.server_pid) if alive(p)] != [],
+                "a new jobs process",
+            )
+        finally:
+            if alive(frozen):
+                os.kill(frozen, signal.SIGKILL)
+        number = live.create_shipment(shipment_payload())
+        post_event(live, number, "ev-after-freeze")
+        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        assert "the background jobs process stopped answering; killing it" in live.log_text()
+
+
 def test_stopping_serve_stops_its_jobs_process_too(tmp_path: Path) -> None:
     with running_service(tmp_path / "svc") as live:
         jobs_pid = the_jobs_process(live)

@@ -116,7 +116,7 @@ def serve(
     reconcile_quietly(vault)
     vault.engine.dispose()
     os.environ["PARCELVAULT_JOBS_IN_API_PROCESS"] = "false"
-    child = JobsChild() if jobs else None
+    child = JobsChild(heartbeat_timeout=settings.jobs_heartbeat_timeout_seconds) if jobs else None
     if child is not None:
         child.start()
         # uvicorn shuts down gracefully on SIGTERM/SIGINT and then raises the signal
@@ -155,6 +155,7 @@ def jobs_command(
         ),
     ] = True,
     parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
+    heartbeat_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Run the background jobs until stopped (SIGTERM or Ctrl-C): ledger appends and
     signed checkpoints, the retention sweep, SQLite checkpoints. `serve` runs one
@@ -165,7 +166,7 @@ def jobs_command(
     settings = Settings()
     vault = ready_vault(settings)
     configure_logging(settings.log_level, vault.policy)
-    run_until_stopped(vault, reconcile=reconcile, parent_pid=parent_pid)
+    run_until_stopped(vault, reconcile=reconcile, parent_pid=parent_pid, heartbeat_fd=heartbeat_fd)
 
 
 @tenants_app.command("create")

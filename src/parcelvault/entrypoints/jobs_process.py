@@ -6,17 +6,25 @@ sweep stops between batches). A jobs process started by `serve` also ends when
 `serve` is gone, even if `serve` was killed without a chance to stop it: it watches
 its parent's process id. `serve` starts the process again when it exits with an error
 while the server still runs; one that exits cleanly (stopped on purpose) stays
-stopped, and `serve` says so in its log."""
+stopped, and `serve` says so in its log.
+
+Stuck processes: the jobs process started by `serve` writes a byte to a pipe every
+second (its heartbeat) while none of its jobs has been in one round for longer than
+that job allows (`Periodic.stall_seconds`). When `serve` hears nothing for
+`jobs_heartbeat_timeout_seconds` (a frozen process, or a job stuck on a lock), it kills
+the process and starts another, as after a failure."""
 
 from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from types import FrameType
 
 from parcelvault.services.background import BackgroundJobs
@@ -38,7 +46,38 @@ def restart_delay(failures_in_a_row: int) -> float:
     return min(doubled, MAX_RESTART_DELAY_SECONDS)
 
 
-def run_until_stopped(vault: Vault, *, reconcile: bool, parent_pid: int | None) -> None:
+HEARTBEAT_SECONDS = 1.0
+
+
+class Heartbeat:
+    """The jobs process's side of the heartbeat pipe (no pipe: nothing to send)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+        self._stuck_logged = False
+        if fd is not None:
+            os.set_blocking(fd, False)
+
+    def send(self, stuck: list[str]) -> bool:
+        """Beat unless a job is stuck (`stuck` names them); whether a beat was sent."""
+        if stuck:
+            if not self._stuck_logged:
+                log.error("background jobs are stuck in one round", extra={"jobs": stuck})
+                self._stuck_logged = True
+            return False
+        self._stuck_logged = False
+        if self._fd is None:
+            return False
+        try:
+            os.write(self._fd, b".")
+        except (BlockingIOError, BrokenPipeError):
+            return False  # the server is not reading, or is gone (the parent check sees that)
+        return True
+
+
+def run_until_stopped(
+    vault: Vault, *, reconcile: bool, parent_pid: int | None, heartbeat_fd: int | None = None
+) -> None:
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -46,11 +85,15 @@ def run_until_stopped(vault: Vault, *, reconcile: bool, parent_pid: int | None) 
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    heartbeat = Heartbeat(heartbeat_fd)
     jobs = BackgroundJobs(vault, reconcile=reconcile)
     jobs.start()
     log.info("background jobs started", extra={"count": len(jobs.jobs)})
     try:
-        while not stop.wait(1.0):
+        while True:
+            heartbeat.send(jobs.stalled())
+            if stop.wait(HEARTBEAT_SECONDS):
+                break
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("the server that started the background jobs is gone; stopping")
                 break
@@ -62,13 +105,16 @@ def run_until_stopped(vault: Vault, *, reconcile: bool, parent_pid: int | None) 
 class JobsChild:
     """`parcelvault jobs` as a child of this process, started again (after
     `RESTART_DELAY_SECONDS`, doubling while it keeps failing) whenever it exits with an
-    error before `stop()`."""
+    error before `stop()`, or after it is killed for being silent on its heartbeat pipe
+    for `heartbeat_timeout` seconds (0: never)."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, heartbeat_timeout: float = 0) -> None:
         self._env = env
+        self._heartbeat_timeout = heartbeat_timeout
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
+        self._beats: int | None = None
         self._watcher: threading.Thread | None = None
 
     @property
@@ -95,9 +141,14 @@ class JobsChild:
                 process.kill()
                 process.wait()
         if self._watcher is not None:
-            self._watcher.join(RESTART_DELAY_SECONDS + 1)
+            self._watcher.join(RESTART_DELAY_SECONDS + HEARTBEAT_SECONDS + 1)
+        with self._lock:
+            if self._beats is not None:
+                os.close(self._beats)
+                self._beats = None
 
     def _spawn(self) -> None:
+        reading, writing = os.pipe()
         command = [
             sys.executable,
             "-m",
@@ -106,19 +157,61 @@ class JobsChild:
             "--no-reconcile",
             "--parent-pid",
             str(os.getpid()),
+            "--heartbeat-fd",
+            str(writing),
         ]
-        with self._lock:
-            # Our own interpreter and fixed arguments: nothing from outside.
-            self._process = subprocess.Popen(command, env=self._env)  # noqa: S603
+        try:
+            with self._lock:
+                # Our own interpreter and fixed arguments: nothing from outside.
+                self._process = subprocess.Popen(command, env=self._env, pass_fds=(writing,))  # noqa: S603
+                if self._beats is not None:
+                    os.close(self._beats)
+                self._beats = reading
+        except BaseException:
+            os.close(reading)
+            raise
+        finally:
+            os.close(writing)
+
+    def _wait(self, process: subprocess.Popen[bytes], beats: int) -> int:
+        """The process's exit code, once it has exited; a process that stays silent on
+        its heartbeat pipe for `heartbeat_timeout` seconds is killed first."""
+        last = time.monotonic()
+        listening = True
+        while True:
+            if listening:
+                ready, _, _ = select.select([beats], [], [], HEARTBEAT_SECONDS)
+                if ready:
+                    if os.read(beats, 4096):
+                        last = time.monotonic()
+                    else:
+                        listening = False  # the child closed its end: it is exiting
+            else:
+                with suppress(subprocess.TimeoutExpired):
+                    process.wait(HEARTBEAT_SECONDS)
+            code = process.poll()
+            if code is not None:
+                return code
+            silent = time.monotonic() - last
+            if self._heartbeat_timeout and silent > self._heartbeat_timeout:
+                if self._stopping.is_set():
+                    return process.wait()  # stop() is ending it
+                log.error(
+                    "the background jobs process stopped answering; killing it",
+                    extra={"silent_seconds": round(silent, 1)},
+                )
+                process.kill()
+                return process.wait()
 
     def _watch(self) -> None:
         failures = 0
         while not self._stopping.is_set():
             with self._lock:
-                process = self._process
+                process, beats = self._process, self._beats
             assert process is not None
+            assert beats is not None
             started = time.monotonic()
-            code = process.wait()
+            code = self._wait(process, beats)
             if self._stopping.is_set():
                 return
             if code == 0:

@@ -11,6 +11,7 @@ threads instead, for servers started without `serve`."""
 from __future__ import annotations
 
 import logging
+import time
 
 from parcelvault.services import erasure
 from parcelvault.services.ledger_views import Sequencer
@@ -30,6 +31,7 @@ class WalCheckpointer(Periodic):
 
     name = "wal-checkpoint"
     failure = "write-ahead log checkpoint failed"
+    stall_seconds = 300.0
 
     def __init__(self, vault: Vault, period: float = 1.0) -> None:
         super().__init__(period)
@@ -71,6 +73,12 @@ class BackgroundJobs:
     def stop(self) -> None:
         for job in reversed(self.jobs):
             job.stop()
+
+    def stalled(self) -> list[str]:
+        """The names of the jobs whose round under way has run too long (see
+        `Periodic.stall_seconds`)."""
+        now = time.monotonic()
+        return [job.name for job in self.jobs if job.stalled(now)]
 
 
 def reconcile_quietly(vault: Vault) -> None:

@@ -449,6 +449,7 @@ class Sequencer(Periodic):
 
     name = "ledger-sequencer"
     failure = "ledger sequencing failed"
+    stall_seconds = 300.0  # an append of 50,000 entries takes about a second
 
     def __init__(self, vault: Vault, period: float = PERIOD_SECONDS) -> None:
         super().__init__(period)

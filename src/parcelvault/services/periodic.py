@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 
 log = logging.getLogger(__name__)
@@ -19,12 +20,22 @@ class Periodic:
 
     name = "periodic"
     failure = "periodic job failed"
+    stall_seconds: float | None = None
+    """The longest one round may take before the job counts as stuck (`stalled`);
+    None for a job whose rounds may take as long as their work does."""
 
     def __init__(self, period: float) -> None:
         self.period = period
         self.rounds = 0
+        self.busy_since: float | None = None
+        """`time.monotonic()` when the round under way began; None between rounds."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def stalled(self, now: float) -> bool:
+        """Whether the round under way has run longer than `stall_seconds`."""
+        began, limit = self.busy_since, self.stall_seconds
+        return began is not None and limit is not None and now - began > limit
 
     @property
     def stopping(self) -> threading.Event:
@@ -52,6 +63,7 @@ class Periodic:
     def _run(self) -> None:
         self.setup()
         while not self._stop.is_set():
+            self.busy_since = time.monotonic()
             try:
                 self.tick()
             except Exception as exc:  # keep the schedule whatever one round hit
@@ -62,5 +74,6 @@ class Periodic:
                         "traceback": "".join(traceback.format_tb(exc.__traceback__)),
                     },
                 )
+            self.busy_since = None
             self.rounds += 1
             self._stop.wait(self.period)
