@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         description="`serve` restarts its background-jobs process when it has not heard "
         "from it for this long (frozen, or a job stuck in one round); 0 = never",
     )
+    health_ledger_lag_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="`GET /healthz` reports `degraded` once an entry has waited this long "
+        "for the ledger",
+    )
     retention_interval_seconds: int = Field(
         default=3600,
         ge=0,

@@ -8,9 +8,10 @@ from fastapi.testclient import TestClient
 
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.ledger import log
-from parcelvault.services.health import LEDGER_LAG_LIMIT_SECONDS
 from parcelvault.services.vault import Vault
 from tests.conftest import bearer, shipment_payload
+
+LEDGER_LAG_LIMIT_SECONDS = 60.0  # the default of PARCELVAULT_HEALTH_LEDGER_LAG_SECONDS
 
 
 def scan(event_id: str) -> dict[str, object]:
@@ -62,3 +63,16 @@ def test_a_database_that_does_not_answer_is_a_503_problem(client: TestClient, va
     assert answer.status_code == 503
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert answer.json()["type"] == "/problems/unavailable"
+
+
+def test_the_lag_limit_is_a_setting_and_the_report_names_it(
+    client: TestClient, vault: Vault, shop_key: str
+) -> None:
+    vault.settings = vault.settings.model_copy(update={"health_ledger_lag_seconds": 5.0})
+    created = client.post("/api/v1/shipments", json=shipment_payload(), headers=bearer(shop_key))
+    assert created.status_code == 201
+    real_clock = vault.clock
+    vault.clock = lambda: real_clock() + timedelta(seconds=10)
+    body = client.get("/healthz").json()
+    assert body["ledger"]["lag_limit_seconds"] == 5.0
+    assert body["status"] == "degraded"

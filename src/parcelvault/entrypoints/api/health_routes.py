@@ -25,8 +25,9 @@ NO_STORE = {"Cache-Control": "no-store"}
     responses={
         200: {
             "description": '`"status": "ok"`, or `"degraded"` when an entry has waited for '
-            "the ledger longer than 60 s (the background jobs are not running or not "
-            "keeping up); requests are still answered"
+            "the ledger longer than `lag_limit_seconds` (PARCELVAULT_HEALTH_LEDGER_LAG_SECONDS, "
+            "default 60: the background jobs are not running or not keeping up); requests "
+            "are still answered"
         },
         503: {"description": "the database does not answer (problem+json)"},
     },
@@ -43,7 +44,7 @@ async def get_health(request: Request) -> Response:
         "ledger": {
             "oldest_waiting_seconds": found.oldest_waiting_seconds,
             "latest_checkpoint_age_seconds": found.checkpoint_age_seconds,
-            "lag_limit_seconds": health.LEDGER_LAG_LIMIT_SECONDS,
+            "lag_limit_seconds": found.lag_limit_seconds,
         },
     }
     return Response(orjson.dumps(body), media_type="application/json", headers=NO_STORE)
