@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Engine, func, select
 
 from parcelvault.adapters.db.tables import ledger_checkpoints, ledger_queue
 from parcelvault.ledger import log as ledger_log
@@ -43,7 +43,7 @@ def rotate_signer(engine: Engine, folder: Path, *, now: datetime) -> SignerRotat
         queued = connection.execute(
             select(ledger_queue.c.id).where(ledger_queue.c.ref == ref).limit(1)
         ).first()
-        if queued is None and not _logged(connection, ref):
+        if queued is None and ledger_log.index_of_ref(connection, ref) is None:
             ledger_log.enqueue(
                 connection,
                 kind="key_rotation",
@@ -58,11 +58,10 @@ def rotate_signer(engine: Engine, folder: Path, *, now: datetime) -> SignerRotat
             )
     # Sequence until the entry is in the log (the service's sequencer may be doing the
     # same), then have the old key sign a checkpoint that covers it.
-    while True:
-        with engine.connect() as connection:
-            if _logged(connection, ref):
-                break
-        if not ledger_log.sequence(engine, now=now):
+    while not _logged(engine, ref):
+        # Nothing appended and still not logged: the entry is gone. (The service's
+        # sequencer may have appended it just before this round looked.)
+        if not ledger_log.sequence(engine, now=now) and not _logged(engine, ref):
             raise LookupError("the key rotation entry did not reach the log; rerun")
     ledger_log.checkpoint(engine, signer=current, now=now)
     earlier = retired_verifiers(folder)
@@ -77,5 +76,6 @@ def rotate_signer(engine: Engine, folder: Path, *, now: datetime) -> SignerRotat
     return SignerRotation(retired_key, new_key, last)
 
 
-def _logged(connection: Connection, ref: str) -> bool:
-    return ledger_log.index_of_ref(connection, ref) is not None
+def _logged(engine: Engine, ref: str) -> bool:
+    with engine.connect() as connection:
+        return ledger_log.index_of_ref(connection, ref) is not None
