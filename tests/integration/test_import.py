@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
+from parcelvault.crypto.keystore import data_keys
 from parcelvault.crypto.sealing import associated_data, open_sealed
 from parcelvault.domain.errors import InvalidInput
 from parcelvault.domain.statuses import Status
@@ -85,6 +86,11 @@ def _rows(vault: Vault) -> dict[str, int]:
             table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
             for table in (shipments, events, sealed_fields, subjects)
         }
+
+
+def _stored_keys(vault: Vault) -> int:
+    with vault.keystore.engine.connect() as connection:
+        return connection.execute(select(func.count()).select_from(data_keys)).scalar_one()
 
 
 def _import(vault: Vault, path: Path, **options: Any) -> ImportReport:
@@ -215,7 +221,9 @@ def test_a_dry_run_checks_everything_and_writes_nothing(any_vault: Vault, tmp_pa
     rows = _rows(any_vault)
     dry = _import(any_vault, path, dry_run=True, chunk_size=2)
     assert _rows(any_vault) == rows
+    assert _stored_keys(any_vault) == 0  # no data key for people who were not imported
     real = _import(any_vault, path, chunk_size=2)
+    assert _stored_keys(any_vault) == _rows(any_vault)["subjects"] >= 1
     assert dry.dry_run
     assert dataclasses.replace(dry, dry_run=False) == real
     assert (real.shipments_created, real.events_accepted) == (2, 3)

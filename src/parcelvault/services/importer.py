@@ -766,13 +766,17 @@ def _run(
         _collecting_between_chunks() as collect,
     ):
         # A dry run keeps every chunk in one transaction that it rolls back, so events
-        # can still find shipments of earlier chunks.
+        # can still find shipments of earlier chunks; the key store, a database of its
+        # own, is only read.
         outer = connection.begin() if dry_run else None
+        dry_keys = ingest.WithoutStoring(vault.keystore)
         statistics = _Statistics(connection)
         try:
             for chunk in chunks:
                 if outer is not None:
-                    outcome = _write_chunk(connection, vault, tenant_id, chunk, csv_names)
+                    outcome = _write_chunk(
+                        connection, vault, tenant_id, chunk, csv_names, keys=dry_keys
+                    )
                 else:
                     outcome = _commit_chunk(connection, vault, tenant_id, chunk, csv_names)
                 _merge(report, chunk.lines, outcome, on_rejection)
@@ -954,8 +958,16 @@ def _commit_chunk(
 
 
 def _write_chunk(
-    connection: Connection, vault: Vault, tenant_id: int, chunk: _Chunk, csv_names: bool
+    connection: Connection,
+    vault: Vault,
+    tenant_id: int,
+    chunk: _Chunk,
+    csv_names: bool,
+    *,
+    keys: ingest.KeySource | None = None,
 ) -> _Outcome:
+    """`keys`: where data keys come from and go to (the vault's key store if None)."""
+    keystore = keys or vault.keystore
     outcome = _Outcome(problems={line: list(p) for line, p in chunk.problems.items()})
     now = vault.clock()
 
@@ -976,7 +988,7 @@ def _write_chunk(
         new_shipments.append((line_no, shipment))
     shipments = ingest.prepare_shipments(
         connection,
-        keystore=vault.keystore,
+        keystore=keystore,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,
@@ -1006,7 +1018,7 @@ def _write_chunk(
         new_events.append(event)
     events = ingest.prepare_flat_events(
         connection,
-        keystore=vault.keystore,
+        keystore=keystore,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,

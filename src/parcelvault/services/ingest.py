@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, Protocol, TypeAlias
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection
@@ -27,7 +27,7 @@ from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import HandledShipment
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import Keyring
-from parcelvault.crypto.keystore import KeyStore, StoredKey, new_key_id
+from parcelvault.crypto.keystore import StoredKey, new_key_id
 from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
@@ -73,6 +73,34 @@ class PreparedEvents:
     duplicates: list[int] = field(default_factory=list)
 
 
+class KeySource(Protocol):
+    """Where a batch's data keys come from and go to: the key store, or for a dry run
+    `WithoutStoring`."""
+
+    def get(self, subject_ids: Iterable[str]) -> dict[str, StoredKey]: ...
+
+    def add(self, keys: Sequence[StoredKey], *, now: datetime) -> dict[str, StoredKey]: ...
+
+
+class WithoutStoring:
+    """The key store as a dry run sees it: keys are read from it, and a new key is
+    handed back as if stored (unless the subject has one, which wins as in `add`), but
+    nothing is written: a dry run leaves no key for a person it did not import."""
+
+    def __init__(self, keystore: KeySource) -> None:
+        self._keystore = keystore
+
+    def get(self, subject_ids: Iterable[str]) -> dict[str, StoredKey]:
+        return self._keystore.get(subject_ids)
+
+    def add(self, keys: Sequence[StoredKey], *, now: datetime) -> dict[str, StoredKey]:
+        held = self._keystore.get({key.subject_id for key in keys})
+        kept: dict[str, StoredKey] = {}
+        for key in keys:
+            kept.setdefault(key.subject_id, held.get(key.subject_id, key))
+        return kept
+
+
 class SubjectKeys:
     """Data keys of the subjects one batch touches: created when new, unwrapped when
     first needed.
@@ -82,7 +110,7 @@ class SubjectKeys:
     at once, both seal with the one the key store kept. A key whose batch then fails
     stays unused until that subject's next shipment."""
 
-    def __init__(self, keystore: KeyStore, keyring: Keyring, now: datetime) -> None:
+    def __init__(self, keystore: KeySource, keyring: Keyring, now: datetime) -> None:
         self._keystore = keystore
         self._keyring = keyring
         self._now = now
@@ -273,7 +301,7 @@ def preseal_shipments(
 def prepare_shipments(
     connection: Connection,
     *,
-    keystore: KeyStore,
+    keystore: KeySource,
     keyring: Keyring,
     policy: Policy,
     tenant_id: int,
@@ -549,7 +577,7 @@ def flat_event(
 def prepare_events(
     connection: Connection,
     *,
-    keystore: KeyStore,
+    keystore: KeySource,
     keyring: Keyring,
     policy: Policy,
     tenant_id: int,
@@ -580,7 +608,7 @@ def flat_events(
 def prepare_flat_events(
     connection: Connection,
     *,
-    keystore: KeyStore,
+    keystore: KeySource,
     keyring: Keyring,
     policy: Policy,
     tenant_id: int,
