@@ -108,7 +108,8 @@ def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> 
 def test_serve_kills_and_replaces_a_jobs_process_that_stops_answering(tmp_path: Path) -> None:
     with running_service(tmp_path / "svc", PARCELVAULT_JOBS_HEARTBEAT_TIMEOUT_SECONDS="3") as live:
         frozen = the_jobs_process(live)
-        time.sleep(4)  # running and beating: not replaced
+        eventually(lambda: "background jobs started" in live.log_text(), "the jobs beating")
+        time.sleep(4)  # beating: not replaced
         assert jobs_children(live.server_pid) == [frozen]
         os.kill(frozen, signal.SIGSTOP)
         try:

@@ -47,6 +47,7 @@ def restart_delay(failures_in_a_row: int) -> float:
 
 
 HEARTBEAT_SECONDS = 1.0
+STARTUP_GRACE_SECONDS = 60.0
 
 
 class Heartbeat:
@@ -175,15 +176,17 @@ class JobsChild:
 
     def _wait(self, process: subprocess.Popen[bytes], beats: int) -> int:
         """The process's exit code, once it has exited; a process that stays silent on
-        its heartbeat pipe for `heartbeat_timeout` seconds is killed first."""
+        its heartbeat pipe for `heartbeat_timeout` seconds (before its first beat, at
+        least STARTUP_GRACE_SECONDS: starting may take a while) is killed first."""
         last = time.monotonic()
+        heard = False
         listening = True
         while True:
             if listening:
                 ready, _, _ = select.select([beats], [], [], HEARTBEAT_SECONDS)
                 if ready:
                     if os.read(beats, 4096):
-                        last = time.monotonic()
+                        last, heard = time.monotonic(), True
                     else:
                         listening = False  # the child closed its end: it is exiting
             else:
@@ -193,7 +196,10 @@ class JobsChild:
             if code is not None:
                 return code
             silent = time.monotonic() - last
-            if self._heartbeat_timeout and silent > self._heartbeat_timeout:
+            limit = self._heartbeat_timeout
+            if limit and not heard:
+                limit = max(limit, STARTUP_GRACE_SECONDS)
+            if limit and silent > limit:
                 if self._stopping.is_set():
                     return process.wait()  # stop() is ending it
                 log.error(
