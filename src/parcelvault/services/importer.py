@@ -769,16 +769,14 @@ def _run(
         # can still find shipments of earlier chunks; the key store, a database of its
         # own, is only read.
         outer = connection.begin() if dry_run else None
-        dry_keys = ingest.WithoutStoring(vault.keystore)
+        keys = ingest.WithoutStoring(vault.keystore) if dry_run else vault.keystore
         statistics = _Statistics(connection)
         try:
             for chunk in chunks:
                 if outer is not None:
-                    outcome = _write_chunk(
-                        connection, vault, tenant_id, chunk, csv_names, keys=dry_keys
-                    )
+                    outcome = _write_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
                 else:
-                    outcome = _commit_chunk(connection, vault, tenant_id, chunk, csv_names)
+                    outcome = _commit_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
                 _merge(report, chunk.lines, outcome, on_rejection)
                 statistics.chunk_written()
                 checkpointer.chunk_written()
@@ -943,14 +941,19 @@ def _bulk_settings(connection: Connection) -> Iterator[None]:
 
 
 def _commit_chunk(
-    connection: Connection, vault: Vault, tenant_id: int, chunk: _Chunk, csv_names: bool
+    connection: Connection,
+    vault: Vault,
+    tenant_id: int,
+    chunk: _Chunk,
+    csv_names: bool,
+    keys: ingest.KeySource,
 ) -> _Outcome:
     """One transaction per chunk. A concurrent writer storing the same tracking number
     makes the insert fail; the retry then sees that shipment as already present."""
     for attempt in range(2):
         try:
             with connection.begin():
-                return _write_chunk(connection, vault, tenant_id, chunk, csv_names)
+                return _write_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
         except IntegrityError:
             if attempt == 1:
                 raise
@@ -963,11 +966,9 @@ def _write_chunk(
     tenant_id: int,
     chunk: _Chunk,
     csv_names: bool,
-    *,
-    keys: ingest.KeySource | None = None,
+    keys: ingest.KeySource,
 ) -> _Outcome:
-    """`keys`: where data keys come from and go to (the vault's key store if None)."""
-    keystore = keys or vault.keystore
+    """`keys`: where data keys come from and go to (for a dry run, nowhere)."""
     outcome = _Outcome(problems={line: list(p) for line, p in chunk.problems.items()})
     now = vault.clock()
 
@@ -988,7 +989,7 @@ def _write_chunk(
         new_shipments.append((line_no, shipment))
     shipments = ingest.prepare_shipments(
         connection,
-        keystore=keystore,
+        keystore=keys,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,
@@ -1018,7 +1019,7 @@ def _write_chunk(
         new_events.append(event)
     events = ingest.prepare_flat_events(
         connection,
-        keystore=keystore,
+        keystore=keys,
         keyring=vault.keyring,
         policy=vault.policy,
         tenant_id=tenant_id,
