@@ -79,15 +79,26 @@ def post_event(live: LiveService, number: str, event_id: str) -> None:
     live.add_events(number, {"event_id": event_id, "time": time_, "status": "in_transit"})
 
 
+def a_new_jobs_process(live: LiveService, replaced: int) -> None:
+    eventually(
+        lambda: [p for p in jobs_children(live.server_pid) if p != replaced and alive(p)] != [],
+        "a new jobs process",
+    )
+
+
+def a_scan_reaches_the_ledger(live: LiveService, event_id: str) -> None:
+    number = live.create_shipment(shipment_payload())
+    post_event(live, number, event_id)
+    # entry 0 records the policy in force; the scan event follows it
+    eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+
+
 def test_serve_runs_the_background_jobs_in_one_child_process_that_appends_to_the_ledger(
     tmp_path: Path,
 ) -> None:
     with running_service(tmp_path / "svc") as live:
         the_jobs_process(live)
-        number = live.create_shipment(shipment_payload())
-        post_event(live, number, "ev-1")
-        # entry 0 records the policy in force; the scan event follows it
-        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        a_scan_reaches_the_ledger(live, "ev-1")
         assert "background jobs started" in live.log_text()
 
 
@@ -95,13 +106,8 @@ def test_serve_starts_the_jobs_again_when_their_process_dies(tmp_path: Path) -> 
     with running_service(tmp_path / "svc") as live:
         first = the_jobs_process(live)
         os.kill(first, signal.SIGKILL)
-        eventually(
-            lambda: [p for p in jobs_children(live.server_pid) if p != first and alive(p)] != [],
-            "a new jobs process",
-        )
-        number = live.create_shipment(shipment_payload())
-        post_event(live, number, "ev-after-restart")
-        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        a_new_jobs_process(live, replaced=first)
+        a_scan_reaches_the_ledger(live, "ev-after-restart")
         assert "the background jobs process failed; starting it again" in live.log_text()
 
 
@@ -114,16 +120,11 @@ def test_serve_kills_and_replaces_a_jobs_process_that_stops_answering(tmp_path: 
         os.kill(frozen, signal.SIGSTOP)
         try:
             eventually(lambda: not alive(frozen), "the frozen jobs process killed")
-            eventually(
-                lambda: [p for p in jobs_children(live.server_pid) if alive(p)] != [],
-                "a new jobs process",
-            )
+            a_new_jobs_process(live, replaced=frozen)
         finally:
             if alive(frozen):
                 os.kill(frozen, signal.SIGKILL)
-        number = live.create_shipment(shipment_payload())
-        post_event(live, number, "ev-after-freeze")
-        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        a_scan_reaches_the_ledger(live, "ev-after-freeze")
         assert "the background jobs process stopped answering; killing it" in live.log_text()
 
 
@@ -185,9 +186,7 @@ def test_parcelvault_jobs_refuses_to_start_before_init(tmp_path: Path) -> None:
 
 def test_every_line_serve_and_its_jobs_write_is_a_json_object(tmp_path: Path) -> None:
     with running_service(tmp_path / "svc", serve_args=("--workers", "2")) as live:
-        number = live.create_shipment(shipment_payload())
-        post_event(live, number, "ev-1")
-        eventually(lambda: ledger_has(live.base_url, 1), "the scan event in the ledger")
+        a_scan_reaches_the_ledger(live, "ev-1")
         os.kill(live.server_pid, signal.SIGTERM)
         eventually(lambda: "background jobs stopped" in live.log_text(), "the jobs stopped")
     lines = live.log_text().splitlines()
