@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
+_SYMBOLS = frozenset(ALPHABET)
 _ALIASES = str.maketrans({"O": "0", "I": "1", "L": "1"})
 RANDOM_BITS = 80
 BODY_LENGTH = RANDOM_BITS // 5
@@ -54,15 +55,21 @@ def _times_alpha_to(power: int, value: int) -> int:
     return 0 if value == 0 else _EXP[(_LOG[value] + power) % 31]
 
 
-# _WEIGHTED[offset][symbol value] = alpha^offset * value, for every position of a number.
-_WEIGHTED = [[_times_alpha_to(offset, value) for value in range(32)] for offset in range(32)]
+# _WEIGHTED[offset - 1][symbol] = alpha^offset * (the symbol's value), for the symbol
+# `offset` places left of the check symbol (alpha^31 = 1, so the weights repeat).
+_WEIGHTED = [
+    {symbol: _times_alpha_to(offset % 31, value) for symbol, value in _VALUE.items()}
+    for offset in range(1, 64)
+]
 
 
 def check_symbol(body: str) -> str:
     """The symbol that makes `body` + symbol a code word (see the module docstring)."""
+    if len(body) > len(_WEIGHTED):
+        raise ValueError("a tracking number body has at most 63 symbols")
     total = 0
-    for offset, symbol in enumerate(reversed(body), start=1):
-        total ^= _WEIGHTED[offset % 31][_VALUE[symbol]]
+    for weights, symbol in zip(_WEIGHTED, reversed(body), strict=False):
+        total ^= weights[symbol]
     return ALPHABET[total]
 
 
@@ -74,7 +81,7 @@ def issue(randbits: Callable[[int], int]) -> str:
 
 
 def is_valid_issued(canonical: str) -> bool:
-    if len(canonical) != ISSUED_LENGTH or any(c not in _VALUE for c in canonical):
+    if len(canonical) != ISSUED_LENGTH or not _SYMBOLS.issuperset(canonical):
         return False
     return check_symbol(canonical[:-1]) == canonical[-1]
 

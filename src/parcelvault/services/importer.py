@@ -52,8 +52,9 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from parcelvault.adapters.wire import EventLine, ImportLine, ShipmentLine
 from parcelvault.crypto.keyring import Keyring
+from parcelvault.crypto.keystore import StoredKey
 from parcelvault.domain.errors import DomainError
-from parcelvault.domain.shipments import NewShipment
+from parcelvault.domain.shipments import Destination, NewShipment, Origin, Recipient
 from parcelvault.privacy.policy import Policy
 from parcelvault.services import ingest
 from parcelvault.services.tenants import tenant_principal
@@ -707,16 +708,17 @@ def _validate_in_child(
 
 # Chunks travel between the processes as plain tuples, lists and text: events are
 # already flat tuples (unpickling domain objects cost about as much as validating the
-# line again).
+# line again), and shipments and their presealed values are taken apart into tuples
+# (pickling a nested dataclass cost three times as much as pickling its fields).
 
 
 def _pack(chunk: _Chunk) -> tuple[Any, ...]:
     return (
         chunk.lines,
-        chunk.shipments,
+        [_shipment_fields(line, shipment) for line, shipment in chunk.shipments],
         chunk.events,
         chunk.problems,
-        chunk.presealed,
+        {line: _presealed_fields(early) for line, early in chunk.presealed.items()},
         chunk.numbers,
     )
 
@@ -725,11 +727,51 @@ def _unpack(packed: tuple[Any, ...]) -> _Chunk:
     lines, shipments, events, problems, presealed, numbers = packed
     return _Chunk(
         lines=lines,
-        shipments=shipments,
+        shipments=[_shipment_of(fields) for fields in shipments],
         events=events,
         problems=problems,
-        presealed=presealed,
+        presealed={line: _presealed_of(fields) for line, fields in presealed.items()},
         numbers=numbers,
+    )
+
+
+def _presealed_fields(early: ingest.Presealed) -> tuple[Any, ...]:
+    key = early.key
+    return (*early[:4], (key.subject_id, key.key_id, key.kek_id, key.wrapped), *early[5:])
+
+
+def _presealed_of(fields: tuple[Any, ...]) -> ingest.Presealed:
+    number, issued, problem, subject_id, key, record_id, digest, sealed = fields
+    return ingest.Presealed(
+        number, issued, problem, subject_id, StoredKey(*key), record_id, digest, sealed
+    )
+
+
+def _shipment_fields(line: int, shipment: NewShipment) -> tuple[Any, ...]:
+    origin, destination, recipient = shipment.origin, shipment.destination, shipment.recipient
+    return (
+        line,
+        (origin.country, origin.city, origin.postcode, origin.region),
+        (
+            destination.country,
+            destination.city,
+            destination.postcode,
+            destination.street,
+            destination.region,
+            destination.notes,
+        ),
+        (recipient.name, recipient.email, recipient.phone),
+        shipment.tracking_number,
+        shipment.reference,
+        shipment.service,
+        shipment.promised_date,
+    )
+
+
+def _shipment_of(fields: tuple[Any, ...]) -> tuple[int, NewShipment]:
+    line, origin, destination, recipient, *rest = fields
+    return line, NewShipment(
+        Origin(*origin), Destination(*destination), Recipient(*recipient), *rest
     )
 
 

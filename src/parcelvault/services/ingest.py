@@ -554,7 +554,7 @@ def flat_event(
     if text_stamps and not problems and at_us is not None and at_us <= _LATEST_US:
         # Only a time that can be stored is turned into text (a refused one may not
         # even have a UTC form in datetime's range).
-        stored_at = store.sqlite_datetime(occurred_at)
+        stored_at = store.sqlite_datetime_of_us(at_us)
     return (
         index,
         number_for_lookup(raw_number),

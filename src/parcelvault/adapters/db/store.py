@@ -7,7 +7,7 @@ case that writes several tables commits all of them or none.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
@@ -67,6 +67,15 @@ def sqlite_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def sqlite_datetime_of_us(at_us: int) -> str:
+    """`sqlite_datetime` of the moment `at_us` microseconds after the Unix epoch (UTC):
+    the same text, without converting from the moment's own UTC offset."""
+    return (_NAIVE_EPOCH + timedelta(microseconds=at_us)).isoformat(" ", "microseconds")
+
+
 def _utc_from_sqlite_text(value: str) -> datetime:
     """What a UtcDateTime column reads back from the text SQLite stores
     (`sqlite_datetime`'s form), parsed in C rather than by SQLAlchemy's pattern: an
@@ -85,12 +94,27 @@ def _sqlite_rows(table: Table, order: tuple[str, ...], rows: list[dict[str, Any]
         return [(getter(row),) for row in rows]
     if not stamps and not days:
         return [getter(row) for row in rows]
+    return _with_text_stamps(map(getter, rows), stamps, days)
+
+
+def _with_text_stamps(
+    rows: Iterable[tuple[Any, ...]], stamps: Sequence[int], days: Sequence[int]
+) -> list[tuple[Any, ...]]:
+    """Rows with the timestamp cells at `stamps` and date cells at `days` turned into
+    the text SQLAlchemy's SQLite dialect stores. Most rows of a batch share one
+    timestamp object (the batch's `now`): it is turned into text once."""
     converted = []
+    last: Any = None
+    last_text = ""
     for row in rows:
-        values = list(getter(row))
+        values = list(row)
         for i in stamps:
-            if values[i] is not None:
-                values[i] = sqlite_datetime(values[i])
+            value = values[i]
+            if value is None:
+                continue
+            if value is not last:
+                last, last_text = value, sqlite_datetime(value)
+            values[i] = last_text
         for i in days:
             if values[i] is not None:
                 values[i] = values[i].isoformat()
@@ -162,17 +186,7 @@ def bulk_insert_tuples(
     if text_stamps:
         stamps = []
     if stamps or days:
-        converted = []
-        for row in rows:
-            values = list(row)
-            for i in stamps:
-                if values[i] is not None:
-                    values[i] = sqlite_datetime(values[i])
-            for i in days:
-                if values[i] is not None:
-                    values[i] = values[i].isoformat()
-            converted.append(tuple(values))
-        connection.exec_driver_sql(sql, converted)
+        connection.exec_driver_sql(sql, _with_text_stamps(rows, stamps, days))
     else:
         connection.exec_driver_sql(sql, rows)
 
