@@ -9,7 +9,6 @@ produce equal hashes.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -31,7 +30,7 @@ def normalize_postcode(postcode: str) -> str:
 
 
 def _mac(key: bytes, *parts: str) -> bytes:
-    return hmac.new(key, "\x1f".join(parts).encode(), hashlib.sha256).digest()
+    return hmac.digest(key, "\x1f".join(parts).encode(), "sha256")
 
 
 def subject_id(key: bytes, *, email: str | None, phone: str | None) -> str | None:
