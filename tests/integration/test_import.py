@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import sqlite3
+import stat
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
+from parcelvault.adapters.db import scratch_copy
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
 from parcelvault.crypto.keystore import data_keys
 from parcelvault.crypto.sealing import associated_data, open_sealed
@@ -228,6 +231,57 @@ def test_a_dry_run_checks_everything_and_writes_nothing(any_vault: Vault, tmp_pa
     assert dataclasses.replace(dry, dry_run=False) == real
     assert (real.shipments_created, real.events_accepted) == (2, 3)
     assert _rejected(real) == {(4, "tracking_number")}
+
+
+def _scratch_folders(vault: Vault) -> list[Path]:
+    database = scratch_copy.database_file(vault.engine)
+    assert database is not None
+    return sorted(database.resolve().parent.glob(scratch_copy.SCRATCH_PREFIX + "*"))
+
+
+def test_a_dry_run_on_sqlite_leaves_the_database_free_for_other_writers(
+    vault: Vault, tmp_path: Path
+) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A), _event(A, 1), _shipment(B), _event(A, 2)])
+    database = scratch_copy.database_file(vault.engine)
+    assert database is not None
+    seen: list[tuple[list[int], int]] = []
+
+    def between_chunks(_done: int) -> None:
+        # Another writer gets the write lock at once (no waiting) while the run goes on.
+        other = sqlite3.connect(database, timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        seen.append(
+            (
+                [stat.S_IMODE(f.stat().st_mode) for f in _scratch_folders(vault)],
+                _rows(vault)["shipments"],
+            )
+        )
+
+    report = _import(vault, path, dry_run=True, chunk_size=2, progress=between_chunks)
+    assert (report.shipments_created, report.events_accepted) == (2, 2)
+    assert len(seen) >= 2  # checked between chunks, not only after the last
+    assert set(map(str, seen)) == {str(([0o700], 0))}  # a private copy took the writes
+    assert _scratch_folders(vault) == []
+    assert _rows(vault)["shipments"] == 0
+
+
+def test_a_dry_run_that_fails_half_way_leaves_no_copy_behind(vault: Vault, tmp_path: Path) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A), _event(A, 1), _shipment(B)])
+
+    def stop(_done: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _import(vault, path, dry_run=True, chunk_size=2, progress=stop)
+    assert _scratch_folders(vault) == []
+    assert _rows(vault)["shipments"] == 0
 
 
 # --- bad lines -------------------------------------------------------------------------

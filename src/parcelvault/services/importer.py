@@ -36,7 +36,7 @@ import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import islice
@@ -47,9 +47,10 @@ from typing import IO, Any, NamedTuple
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from parcelvault.adapters.db import scratch_copy
 from parcelvault.adapters.wire import EventLine, ImportLine, ShipmentLine
 from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.keystore import StoredKey
@@ -801,16 +802,21 @@ def _run(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     report = ImportReport(dry_run=dry_run)
+    # A dry run writes as an import does, so events find the shipments of earlier
+    # chunks, but nothing it writes is kept: on SQLite it writes into a scratch copy of
+    # the database (holding the live one's write lock for the whole run would make a
+    # running service's writes fail); on PostgreSQL, whose writers do not wait for
+    # each other, into one transaction that it rolls back. The key store, a database
+    # of its own, is only read.
+    in_copy = dry_run and scratch_copy.database_file(vault.engine) is not None
     with (
-        vault.engine.connect() as connection,
+        scratch_copy.scratch_copy(vault.engine) if in_copy else nullcontext(vault.engine) as engine,
+        engine.connect() as connection,
         _bulk_settings(connection),
-        _Checkpointer.for_(vault, connection) as checkpointer,
+        _Checkpointer.for_(engine, connection) as checkpointer,
         _collecting_between_chunks() as collect,
     ):
-        # A dry run keeps every chunk in one transaction that it rolls back, so events
-        # can still find shipments of earlier chunks; the key store, a database of its
-        # own, is only read.
-        outer = connection.begin() if dry_run else None
+        outer = connection.begin() if dry_run and not in_copy else None
         keys = ingest.WithoutStoring(vault.keystore) if dry_run else vault.keystore
         statistics = _Statistics(connection)
         try:
@@ -916,14 +922,14 @@ class _Checkpointer:
             self._thread.start()
 
     @classmethod
-    def for_(cls, vault: Vault, connection: Connection) -> _Checkpointer:
+    def for_(cls, engine: Engine, connection: Connection) -> _Checkpointer:
         """A checkpointer for a SQLite database in WAL mode; otherwise one that does
         nothing."""
         if connection.dialect.name != "sqlite":
             return cls(None)
         mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar_one()).lower()
         connection.commit()
-        return cls(vault.engine.raw_connection() if mode == "wal" else None)
+        return cls(engine.raw_connection() if mode == "wal" else None)
 
     def _loop(self) -> None:
         while True:
