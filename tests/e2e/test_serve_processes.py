@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import shipment_payload
 from tests.e2e.server import PARCELVAULT, LiveService, run_cli, running_service, service_env
@@ -173,6 +175,55 @@ def test_parcelvault_jobs_stops_when_the_server_that_started_it_is_gone(tmp_path
     )
     assert done.returncode == 0
     assert "the server that started the background jobs is gone" in done.stderr
+
+
+def _notify_listener() -> tuple[str, socket.socket]:
+    name = f"parcelvault-e2e-{os.getpid()}-{os.urandom(4).hex()}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(b"\0" + name.encode())
+    listener.settimeout(WAIT)
+    return "@" + name, listener
+
+
+def test_parcelvault_jobs_under_systemd_reports_ready_beats_the_watchdog_and_stopping(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    address, listener = _notify_listener()
+    env = {**service_env(folder), "NOTIFY_SOCKET": address}
+    run_cli(["init"], env, folder)
+    jobs = subprocess.Popen(
+        [PARCELVAULT, "jobs"],
+        env=env,
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        received = [listener.recv(100) for _ in range(3)]
+        assert received == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
+        jobs.send_signal(signal.SIGTERM)
+        while (message := listener.recv(100)) == b"WATCHDOG=1":
+            pass
+        assert message == b"STOPPING=1"
+        assert jobs.wait(timeout=WAIT) == 0
+    finally:
+        if jobs.poll() is None:
+            jobs.kill()
+        listener.close()
+
+
+def test_the_jobs_process_serve_starts_leaves_systemd_to_serve(tmp_path: Path) -> None:
+    address, listener = _notify_listener()
+    listener.settimeout(0.1)
+    try:
+        with running_service(tmp_path / "svc", NOTIFY_SOCKET=address) as live:
+            a_scan_reaches_the_ledger(live, "ev-1")  # the jobs process has been beating
+            with pytest.raises(TimeoutError):
+                listener.recv(100)
+    finally:
+        listener.close()
 
 
 def test_parcelvault_jobs_refuses_to_start_before_init(tmp_path: Path) -> None:

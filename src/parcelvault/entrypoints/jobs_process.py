@@ -27,6 +27,7 @@ import time
 from contextlib import suppress
 from types import FrameType
 
+from parcelvault.entrypoints.systemd_notify import SystemdNotifier
 from parcelvault.services.background import BackgroundJobs
 from parcelvault.services.vault import Vault
 
@@ -87,19 +88,28 @@ def run_until_stopped(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     heartbeat = Heartbeat(heartbeat_fd)
+    # Only a process systemd started itself talks to systemd; one started by `serve`
+    # is watched by `serve` (and systemd would ignore it: it is not the main process).
+    systemd = SystemdNotifier.from_environment() if parent_pid is None else SystemdNotifier(None)
     jobs = BackgroundJobs(vault, reconcile=reconcile)
     jobs.start()
     log.info("background jobs started", extra={"count": len(jobs.jobs)})
+    systemd.notify("READY=1")
     try:
         while True:
-            heartbeat.send(jobs.stalled())
+            stuck = jobs.stalled()
+            heartbeat.send(stuck)
+            if not stuck:
+                systemd.notify("WATCHDOG=1")
             if stop.wait(HEARTBEAT_SECONDS):
                 break
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("the server that started the background jobs is gone; stopping")
                 break
     finally:
+        systemd.notify("STOPPING=1")
         jobs.stop()
+        systemd.close()
         log.info("background jobs stopped")
 
 
