@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import insert, inspect, select
 
 from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.adapters.db.tables import metadata
+from parcelvault.adapters.db.tables import erasures, ledger_counters, metadata
 
 
 def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
@@ -37,4 +39,32 @@ def test_a_database_never_migrated_has_no_revision(sqlite_url: str) -> None:
     assert migrate.current_revision(engine) is None
     migrate.upgrade(engine, "0005")
     assert migrate.current_revision(engine) == "0005"
+    engine.dispose()
+
+
+def test_the_cleaned_up_erasure_counter_starts_from_the_erasures_already_cleaned_up(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine, "0009")
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(erasures),
+            [
+                {
+                    "id": f"receipt-{n}",
+                    "key_id": f"key-{n}",
+                    "at": at,
+                    "requested_by": "subject",
+                    "shipments": 1,
+                    "cleaned_at": at if n < 2 else None,
+                }
+                for n in range(3)
+            ],
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        counters = connection.execute(select(ledger_counters)).all()
+    assert [tuple(row) for row in counters] == [("erasures_cleaned", 2)]
     engine.dispose()

@@ -56,14 +56,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Integer, bindparam, func, select
+from sqlalchemy import Connection, Engine, Integer, bindparam, func, select, update
 
 from parcelvault.adapters.db.store import chunks, driver_rows, sqlite_datetime
 from parcelvault.adapters.db.tables import (
     access_records,
-    erasures,
     events,
     ledger_checkpoints,
+    ledger_counters,
     ledger_entries,
     ledger_queue,
     ledger_refs,
@@ -605,14 +605,29 @@ _WAITING = (
     " OR EXISTS (SELECT 1 FROM events WHERE ledger_index IS NULL)"
 )
 
-_ERASURES_CLEANED = select(func.count(erasures.c.cleaned_at))
+ERASURES_CLEANED = "erasures_cleaned"
+_ERASURES_CLEANED = select(ledger_counters.c.value).where(
+    ledger_counters.c.name == ERASURES_CLEANED
+)
 
 
 def _erasures_cleaned(connection: Connection) -> int:
     """How many erasures have been cleaned up: it grows with every clean-up, which
-    runs under the sequencer's lock (`services.erasure.clean_up_erasure`). A count
-    reads the whole (small) table, which is why an idle round does not ask."""
+    runs under the sequencer's lock (`services.erasure.clean_up_erasure`) and counts
+    itself with `count_erasure_cleaned_up`. One row read by its key."""
     return int(connection.execute(_ERASURES_CLEANED).scalar_one())
+
+
+def count_erasure_cleaned_up(connection: Connection) -> None:
+    """Record, in the clean-up's own transaction, that one more erasure was cleaned up:
+    a batch the sequencer gathered before it is then gathered again."""
+    bumped = connection.execute(
+        update(ledger_counters)
+        .where(ledger_counters.c.name == ERASURES_CLEANED)
+        .values(value=ledger_counters.c.value + 1)
+    )
+    if bumped.rowcount != 1:
+        raise LedgerError("the ledger_counters table has no erasures_cleaned row")
 
 
 def _append(connection: Connection, ahead: Plan, now: datetime) -> int:

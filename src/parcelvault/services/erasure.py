@@ -184,6 +184,7 @@ def clean_up_erasure(*, vault: Vault, receipt_id: str) -> None:
         connection.execute(
             update(erasures).where(erasures.c.id == receipt_id).values(cleaned_at=now)
         )
+        ledger_log.count_erasure_cleaned_up(connection)
     if old is not None:
         vault.keystore.destroy(old, now=now)
 

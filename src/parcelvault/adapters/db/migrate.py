@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 """The revision this code needs; a test holds it equal to the scripts' head."""
 
 

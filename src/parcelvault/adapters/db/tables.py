@@ -348,6 +348,15 @@ ledger_refs = Table(
 consent's (`erasure:<receipt>`, `kek:<id>`, `signer:<key id>`), written by the sequencer
 when it places the entry."""
 
+ledger_counters = Table(
+    "ledger_counters",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+"""Counts the ledger sequencer compares before and after gathering a batch without its
+lock; one row, `erasures_cleaned` (see `ledger.log.count_erasure_cleaned_up`)."""
+
 ledger_nodes = Table(
     "ledger_nodes",
     metadata,
