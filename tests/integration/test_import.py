@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import sqlite3
 import stat
 from collections.abc import Iterable
@@ -696,6 +697,38 @@ def test_the_import_command_dry_run_writes_nothing(cli_env: dict[str, str], vaul
     assert result.exit_code == 0, result.output
     assert "nothing was written" in result.stdout
     assert "shipments created:                   3" in result.stdout
+    assert _rows(vault)["shipments"] == 0
+
+
+def test_a_scratch_copy_that_cannot_be_written_says_why(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vanished = tmp_path / "vanished"  # as if the folder were removed under the copy
+    monkeypatch.setattr(scratch_copy.tempfile, "mkdtemp", lambda **_: str(vanished))
+    with (
+        pytest.raises(scratch_copy.ScratchCopyFailed, match="unable to open database file"),
+        scratch_copy.scratch_copy(vault.engine),
+    ):
+        pass
+    assert not vanished.exists()
+
+
+def test_a_dry_run_that_cannot_copy_the_database_says_where_and_why(
+    cli_env: dict[str, str], vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(**_: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scratch_copy.tempfile, "mkdtemp", disk_full)
+    result = CliRunner().invoke(
+        app,
+        ["import", str(SAMPLES / "shipments.csv"), "--tenant", "shop-a", "--dry-run"],
+        env=cli_env,
+    )
+    assert result.exit_code == 2, result.output
+    assert "cannot make a scratch copy of the database" in result.stderr
+    assert "No space left on device" in result.stderr
+    assert "Traceback" not in result.output
     assert _rows(vault)["shipments"] == 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 from parcelvault.adapters.db.engine import make_engine
+from parcelvault.domain.errors import DomainError
 
 SCRATCH_PREFIX = ".parcelvault-scratch-"
 
@@ -39,6 +40,10 @@ def database_file(engine: Engine) -> Path | None:
     return Path(name)
 
 
+class ScratchCopyFailed(DomainError):
+    """The copy could not be made (no room, no permission); the message says where."""
+
+
 @contextmanager
 def scratch_copy(engine: Engine) -> Iterator[Engine]:
     """An engine on a fresh copy of `engine`'s SQLite database file (see the module
@@ -46,13 +51,19 @@ def scratch_copy(engine: Engine) -> Iterator[Engine]:
     source_file = database_file(engine)
     if source_file is None:
         raise ValueError("only a SQLite database file can be copied")
-    folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=source_file.resolve().parent))
+    beside = source_file.resolve().parent
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=beside))
+    except OSError as exc:
+        raise ScratchCopyFailed(_failure(beside, exc.strerror or type(exc).__name__)) from exc
     try:
         copy_file = folder / "copy.db"
         source = engine.raw_connection()
         try:
             with closing(sqlite3.connect(copy_file)) as target:
                 source.driver_connection.backup(target)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise ScratchCopyFailed(_failure(beside, str(exc))) from exc
         finally:
             source.close()
         copy = make_engine(f"sqlite:///{copy_file}")
@@ -63,6 +74,13 @@ def scratch_copy(engine: Engine) -> Iterator[Engine]:
             copy.dispose()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _failure(beside: Path, reason: str) -> str:
+    return (
+        f"cannot make a scratch copy of the database in {beside} ({reason}); "
+        "it needs free space of about the database's size there"
+    )
 
 
 def _throwaway(dbapi_connection: Any, _record: Any) -> None:
