@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from sqlalchemy import func, select, text
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from parcelvault.adapters.db import scratch_copy
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
@@ -688,12 +688,16 @@ def test_the_import_command_lists_rejected_lines_and_exits_1(
     assert written[-1] == {"line": 61, "field": "time", "message": written[0]["message"]}
 
 
-def test_the_import_command_dry_run_writes_nothing(cli_env: dict[str, str], vault: Vault) -> None:
-    result = CliRunner().invoke(
+def _dry_run_of_the_sample_csv(cli_env: dict[str, str]) -> Result:
+    return CliRunner().invoke(
         app,
         ["import", str(SAMPLES / "shipments.csv"), "--tenant", "shop-a", "--dry-run"],
         env=cli_env,
     )
+
+
+def test_the_import_command_dry_run_writes_nothing(cli_env: dict[str, str], vault: Vault) -> None:
+    result = _dry_run_of_the_sample_csv(cli_env)
     assert result.exit_code == 0, result.output
     assert "nothing was written" in result.stdout
     assert "shipments created:                   3" in result.stdout
@@ -720,11 +724,7 @@ def test_a_dry_run_that_cannot_copy_the_database_says_where_and_why(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(scratch_copy.tempfile, "mkdtemp", disk_full)
-    result = CliRunner().invoke(
-        app,
-        ["import", str(SAMPLES / "shipments.csv"), "--tenant", "shop-a", "--dry-run"],
-        env=cli_env,
-    )
+    result = _dry_run_of_the_sample_csv(cli_env)
     assert result.exit_code == 2, result.output
     assert "cannot make a scratch copy of the database" in result.stderr
     assert "No space left on device" in result.stderr
