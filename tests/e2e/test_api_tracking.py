@@ -391,6 +391,52 @@ def test_a_cookie_for_another_shipment_gives_the_public_view(
     assert under_its_own_name.json()["tier"] == "public"
 
 
+def refused_on_the_page(client: TestClient, number: str) -> tuple[str, str, str]:
+    """(page address, cookie name, token) after a wrong postcode in the page's form; the
+    client keeps no cookie."""
+    wrong = {"postcode": "ZZ9 9ZZ"}
+    posted = client.post(f"/t/{number}/verify", data=wrong, follow_redirects=False)
+    assert posted.status_code == 303
+    client.cookies.clear()
+    (morsel,) = set_cookie(posted).values()
+    assert morsel["httponly"] is True
+    assert morsel["samesite"].lower() == "strict"
+    assert (morsel["path"], morsel["max-age"]) == ("/t/", "900")
+    return posted.headers["location"], morsel.key, morsel.value
+
+
+def test_only_the_client_whose_postcode_was_refused_is_told_how_the_check_stands(
+    client: TestClient, delivered: str
+) -> None:
+    address, name, token = refused_on_the_page(client, delivered)
+    assert address == f"/t/{delivered}?verify=failed"
+
+    own = client.get(address, headers={"Cookie": f"{name}={token}"})
+    stranger = client.get(address)
+
+    assert own.status_code == 403
+    assert "4 attempt(s) left" in own.text
+    assert own.headers["cache-control"] == "private, no-store"
+    assert stranger.status_code == 200
+    assert "attempt" not in stranger.text
+    assert "does not match" not in stranger.text
+
+
+def test_a_refusal_cookie_opens_nothing_and_a_recipient_cookie_is_no_refusal(
+    client: TestClient, delivered: str
+) -> None:
+    address, refusal_name, refusal_token = refused_on_the_page(client, delivered)
+    recipient_name, recipient_token = verify(client, delivered)
+    assert refusal_name != recipient_name
+
+    as_recipient = track(client, delivered, f"{recipient_name}={refusal_token}")
+    as_refusal = client.get(address, headers={"Cookie": f"{refusal_name}={recipient_token}"})
+
+    assert as_recipient.json()["tier"] == "public"
+    assert as_refusal.status_code == 200
+    assert "attempt" not in as_refusal.text
+
+
 def test_the_verify_body_must_be_a_short_postcode(client: TestClient, delivered: str) -> None:
     answers = [
         client.post(f"/api/v1/track/{delivered}/verify", json=body)

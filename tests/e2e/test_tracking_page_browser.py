@@ -260,6 +260,14 @@ def test_the_page_is_server_rendered_and_works_without_javascript(
 # --- proving to be the recipient -------------------------------------------------------
 
 
+def only_a_refusal_was_remembered(context: BrowserContext) -> None:
+    """The one cookie a refused postcode leaves: it lets this browser see why it was
+    refused, opens nothing, and goes only to the tracking pages."""
+    (cookie,) = context.cookies()
+    assert cookie["name"].startswith("pvf_")
+    assert (cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == ("/t/", True, "Strict")
+
+
 def test_a_wrong_postcode_is_announced_and_the_right_one_in_any_spacing_shows_the_details(
     new_context: NewContext, parcel: Parcel
 ) -> None:
@@ -274,7 +282,7 @@ def test_a_wrong_postcode_is_announced_and_the_right_one_in_any_spacing_shows_th
         "aria-invalid", "true"
     )
     assert parcel.canaries.found_in(page.content()) == []
-    assert context.cookies() == []
+    only_a_refusal_was_remembered(context)
 
     response = submit_postcode(page, parcel.postcode_typed_loosely)
 
@@ -342,7 +350,7 @@ def test_five_wrong_postcodes_lock_verification_even_for_the_right_postcode(
     expect(page.get_by_role("alert")).to_contain_text("Too many wrong postcodes")
     expect(page.get_by_test_id("recipient-details")).to_have_count(0)
     assert parcel.canaries.found_in(page.content()) == []
-    assert context.cookies() == []
+    only_a_refusal_was_remembered(context)
     screenshot(page, "locked")
 
 
@@ -366,6 +374,24 @@ def test_reloading_the_page_after_a_wrong_postcode_does_not_count_as_another_att
     submit_postcode(page, parcel.canaries.postcode)
     expect(page.get_by_test_id("address")).to_contain_text(parcel.canaries.street)
     expect(page.get_by_role("alert")).to_have_count(0)
+
+
+def test_someone_else_following_the_address_of_a_refusal_is_not_told_about_it(
+    new_context: NewContext, parcel: Parcel
+) -> None:
+    tried = new_context().new_page()
+    tried.goto(parcel.url)
+    refused = submit_postcode(tried, WRONG_POSTCODE)
+    assert refused.status == 403
+
+    other = new_context().new_page()
+    response = other.goto(refused.url)
+
+    assert response is not None
+    assert response.status == 200
+    expect(other.get_by_role("alert")).to_have_count(0)
+    expect(other.get_by_test_id("verify-form")).to_be_visible()
+    expect(tried.get_by_role("alert")).to_contain_text(f"{MAX_FAILURES - 1} attempt(s) left")
 
 
 def test_the_address_of_a_refusal_followed_without_an_attempt_shows_the_plain_page(

@@ -144,7 +144,7 @@ def verified_shipments(*, vault: Vault, cookies: Mapping[str, str]) -> frozenset
     for name, token in cookies.items():
         if not name.startswith("pvr_"):
             continue
-        shipment_id = tracking.read_recipient_token(vault.keyring.session_key, token, now)
+        shipment_id = tracking.read_token(vault.keyring.session_key, token, now)
         if shipment_id is not None and tracking.cookie_name(shipment_id) == name:
             found.add(shipment_id)
     return frozenset(found)

@@ -304,7 +304,7 @@ def resolve(
     shipment_id, version = heads[0]
     token = cookies.get(cookie_name(shipment_id))
     verified = token is not None and (
-        read_recipient_token(vault.keyring.session_key, token, vault.clock()) == shipment_id
+        read_token(vault.keyring.session_key, token, vault.clock()) == shipment_id
     )
     return Resolved(shipment_id, version, RECIPIENT if verified else PUBLIC)
 
@@ -427,7 +427,7 @@ def verify_postcode(
     return RecipientPass(
         shipment_id=shipment.id,
         expires_at=expires,
-        token=issue_recipient_token(vault.keyring.session_key, shipment.id, expires),
+        token=issue_token(vault.keyring.session_key, shipment.id, expires),
     )
 
 
@@ -477,23 +477,35 @@ def _locked_for(failures: list[datetime], settings: Settings, now: datetime) -> 
     return max(1, int((unlock_at - now).total_seconds()) + 1)
 
 
-def _token_mac(key: bytes, shipment_id: str, expires: int) -> str:
-    mac = hmac.new(key, f"recipient\x1f{shipment_id}\x1f{expires}".encode(), hashlib.sha256)
+PROVEN_RECIPIENT = "recipient"
+REFUSED_ATTEMPT = "refused"
+"""What a token vouches for: that its holder proved the postcode (recipient), or that
+its holder's own postcode attempt was just refused (the page after the refusal shows
+where the check stands only to them)."""
+
+
+def _token_mac(key: bytes, purpose: str, shipment_id: str, expires: int) -> str:
+    mac = hmac.new(key, f"{purpose}\x1f{shipment_id}\x1f{expires}".encode(), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
 
-def issue_recipient_token(key: bytes, shipment_id: str, expires_at: datetime) -> str:
+def issue_token(
+    key: bytes, shipment_id: str, expires_at: datetime, purpose: str = PROVEN_RECIPIENT
+) -> str:
     expires = int(expires_at.timestamp())
-    return f"{shipment_id}.{expires}.{_token_mac(key, shipment_id, expires)}"
+    return f"{shipment_id}.{expires}.{_token_mac(key, purpose, shipment_id, expires)}"
 
 
-def read_recipient_token(key: bytes, token: str, now: datetime) -> str | None:
-    """The shipment id a valid, unexpired token vouches for; None for anything else."""
+def read_token(
+    key: bytes, token: str, now: datetime, purpose: str = PROVEN_RECIPIENT
+) -> str | None:
+    """The shipment id a valid, unexpired token of this purpose vouches for; None for
+    anything else."""
     parts = token.split(".")
     if len(parts) != 3 or not parts[1].isdigit():
         return None
     shipment_id, expires_text, mac = parts
-    expected = _token_mac(key, shipment_id, int(expires_text))
+    expected = _token_mac(key, purpose, shipment_id, int(expires_text))
     if not hmac.compare_digest(expected, mac):
         return None
     if int(expires_text) <= now.timestamp():
@@ -501,5 +513,21 @@ def read_recipient_token(key: bytes, token: str, now: datetime) -> str | None:
     return shipment_id
 
 
-def cookie_name(shipment_id: str) -> str:
-    return f"pvr_{shipment_id[:16]}"
+def refusal_token(*, vault: Vault, shipment_id: str) -> str:
+    """A token for the client whose postcode attempt was just refused, valid while its
+    attempt counts (`verify_window_seconds`)."""
+    expires = vault.clock() + timedelta(seconds=vault.settings.verify_window_seconds)
+    return issue_token(vault.keyring.session_key, shipment_id, expires, REFUSED_ATTEMPT)
+
+
+def refused_here(*, vault: Vault, resolved: Resolved, cookies: Mapping[str, str]) -> bool:
+    """Whether this client's own postcode attempt on this shipment was refused lately."""
+    token = cookies.get(cookie_name(resolved.shipment_id, REFUSED_ATTEMPT))
+    return token is not None and resolved.shipment_id == read_token(
+        vault.keyring.session_key, token, vault.clock(), REFUSED_ATTEMPT
+    )
+
+
+def cookie_name(shipment_id: str, purpose: str = PROVEN_RECIPIENT) -> str:
+    prefix = "pvr" if purpose == PROVEN_RECIPIENT else "pvf"
+    return f"{prefix}_{shipment_id[:16]}"

@@ -4,7 +4,9 @@ The tracking page renders the same disclosed TrackingView as the API; the postco
 form posts to /t/{tn}/verify, which sets the recipient cookie and redirects back. A
 refused postcode redirects back too (post/redirect/get), to `/t/{tn}?verify=failed`,
 whose page reads where the check stands (attempts left, lock, erased) from the
-database: reloading it shows the same message and never submits the form again.
+database: reloading it shows the same message and never submits the form again. Only
+the client whose attempt was refused sees that message (a cookie the redirect sets
+says so); anyone else following the address gets the plain page.
 """
 
 from __future__ import annotations
@@ -125,7 +127,11 @@ def install(app: FastAPI) -> None:
             view = tracking.view_of(vault=vault, resolved=resolved)
         except NotFound:
             return not_found_page(request, tracking_number)
-        if verify == VERIFY_FAILED and view.tier == "public":
+        if (
+            verify == VERIFY_FAILED
+            and view.tier == "public"
+            and tracking.refused_here(vault=vault, resolved=resolved, cookies=request.cookies)
+        ):
             state = await run_in_threadpool(
                 tracking.verification_state,
                 vault=vault,
@@ -178,14 +184,40 @@ def install(app: FastAPI) -> None:
         except NotFound:
             return not_found_page(request, tracking_number)
         except (Gone, Locked, tracking.WrongPostcode):
-            target = page_address(tracking_number, tenant, verify=VERIFY_FAILED)
-            return RedirectResponse(target, status_code=303)
+            return refused_redirect(request, tracking_number, tenant)
         response = RedirectResponse(page_address(tracking_number, tenant), status_code=303)
         set_recipient_cookie(response, request, grant, vault.settings.recipient_session_seconds)
+        response.delete_cookie(
+            tracking.cookie_name(grant.shipment_id, tracking.REFUSED_ATTEMPT), path="/t/"
+        )
         return response
 
 
 VERIFY_FAILED = "failed"
+
+
+def refused_redirect(request: Request, raw_number: str, tenant: str | None) -> Response:
+    """Back to the page after a refused postcode, with a cookie that lets this client,
+    and only this client, see why (another visitor following the same address sees the
+    plain page: whether anyone tried a postcode is nobody else's business)."""
+    vault = vault_of(request)
+    response = RedirectResponse(
+        page_address(raw_number, tenant, verify=VERIFY_FAILED), status_code=303
+    )
+    try:
+        resolved = tracking.resolve(vault=vault, raw_number=raw_number, cookies={}, tenant=tenant)
+    except NotFound:
+        return response
+    response.set_cookie(
+        tracking.cookie_name(resolved.shipment_id, tracking.REFUSED_ATTEMPT),
+        tracking.refusal_token(vault=vault, shipment_id=resolved.shipment_id),
+        max_age=vault.settings.verify_window_seconds,
+        path="/t/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
 
 
 def page_address(raw_number: str, tenant: str | None, *, verify: str | None = None) -> str:
