@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import gc
 import multiprocessing
 import os
@@ -821,10 +822,10 @@ def _run(
         statistics = _Statistics(connection)
         try:
             for chunk in chunks:
-                if outer is not None:
-                    outcome = _write_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
-                else:
-                    outcome = _commit_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
+                write = functools.partial(
+                    _write_chunk, connection, vault, tenant_id, chunk, csv_names, keys
+                )
+                outcome = write() if outer is not None else _committed(connection, write)
                 _merge(report, chunk.lines, outcome, on_rejection)
                 statistics.chunk_written()
                 checkpointer.chunk_written()
@@ -988,20 +989,14 @@ def _bulk_settings(connection: Connection) -> Iterator[None]:
             connection.invalidate()  # never hand a tuned connection back to the pool
 
 
-def _commit_chunk(
-    connection: Connection,
-    vault: Vault,
-    tenant_id: int,
-    chunk: _Chunk,
-    csv_names: bool,
-    keys: ingest.KeySource,
-) -> _Outcome:
-    """One transaction per chunk. A concurrent writer storing the same tracking number
-    makes the insert fail; the retry then sees that shipment as already present."""
+def _committed(connection: Connection, write: Callable[[], _Outcome]) -> _Outcome:
+    """A chunk's `write` in one transaction. A concurrent writer storing the same
+    tracking number makes the insert fail; the retry then sees that shipment as already
+    present."""
     for attempt in range(2):
         try:
             with connection.begin():
-                return _write_chunk(connection, vault, tenant_id, chunk, csv_names, keys)
+                return write()
         except IntegrityError:
             if attempt == 1:
                 raise

@@ -302,10 +302,7 @@ def resolve(
     if len(heads) != 1:
         raise NotFound()
     shipment_id, version = heads[0]
-    token = cookies.get(cookie_name(shipment_id))
-    verified = token is not None and (
-        read_token(vault.keyring.session_key, token, vault.clock()) == shipment_id
-    )
+    verified = carries_token(vault=vault, cookies=cookies, shipment_id=shipment_id)
     return Resolved(shipment_id, version, RECIPIENT if verified else PUBLIC)
 
 
@@ -522,9 +519,23 @@ def refusal_token(*, vault: Vault, shipment_id: str) -> str:
 
 def refused_here(*, vault: Vault, resolved: Resolved, cookies: Mapping[str, str]) -> bool:
     """Whether this client's own postcode attempt on this shipment was refused lately."""
-    token = cookies.get(cookie_name(resolved.shipment_id, REFUSED_ATTEMPT))
-    return token is not None and resolved.shipment_id == read_token(
-        vault.keyring.session_key, token, vault.clock(), REFUSED_ATTEMPT
+    return carries_token(
+        vault=vault, cookies=cookies, shipment_id=resolved.shipment_id, purpose=REFUSED_ATTEMPT
+    )
+
+
+def carries_token(
+    *,
+    vault: Vault,
+    cookies: Mapping[str, str],
+    shipment_id: str,
+    purpose: str = PROVEN_RECIPIENT,
+) -> bool:
+    """Whether the request's cookie for this shipment and purpose holds a valid,
+    unexpired token for this very shipment."""
+    token = cookies.get(cookie_name(shipment_id, purpose))
+    return token is not None and shipment_id == read_token(
+        vault.keyring.session_key, token, vault.clock(), purpose
     )
 
 
