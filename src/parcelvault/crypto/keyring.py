@@ -31,6 +31,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from parcelvault.crypto.randomness import RandomBytes
 from parcelvault.crypto.sealing import NONCE_BYTES, SealError
 
 KEY_NAMES = ("kek", "lookup", "session")
@@ -38,6 +39,7 @@ WRAP_V1 = b"\x01"
 WRAP_V2 = b"\x02"
 _KEK_FILE = re.compile(r"^kek-(\d{1,5})\.key$")
 KEK_REFRESH_SECONDS = 1.0
+DATA_KEY_BYTES = 32
 """How often a running keyring looks for a newer key-encryption key before wrapping."""
 
 
@@ -202,13 +204,16 @@ class Keyring:
         return sorted(self._keks)
 
     @staticmethod
-    def new_data_key() -> bytes:
-        return AESGCM.generate_key(bit_length=256)
+    def new_data_key(random_bytes: RandomBytes = os.urandom) -> bytes:
+        """A 256-bit AES-GCM data key."""
+        return random_bytes(DATA_KEY_BYTES)
 
-    def wrap(self, data_key: bytes, subject_id: str) -> bytes:
+    def wrap(
+        self, data_key: bytes, subject_id: str, random_bytes: RandomBytes = os.urandom
+    ) -> bytes:
         self._follow_folder()
         kek_id, kek = self.kek_id, self._keks[self.kek_id]
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = random_bytes(NONCE_BYTES)
         return (
             WRAP_V2
             + kek_id.to_bytes(2, "big")

@@ -49,6 +49,7 @@ from sqlalchemy import (
 from parcelvault.adapters.db.engine import make_engine
 from parcelvault.adapters.db.store import bulk_insert, chunks
 from parcelvault.adapters.db.tables import UtcDateTime
+from parcelvault.crypto.randomness import RandomBytes
 
 KEYSTORE_FILE = "subject-keys.db"
 
@@ -84,8 +85,8 @@ def default_url(key_dir: Path) -> str:
     return f"sqlite:///{(key_dir / KEYSTORE_FILE).resolve()}"
 
 
-def new_key_id() -> str:
-    return os.urandom(16).hex()
+def new_key_id(random_bytes: RandomBytes = os.urandom) -> str:
+    return random_bytes(16).hex()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,8 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from parcelvault.crypto.randomness import RandomBytes
+
 VERSION = b"\x01"
 NONCE_BYTES = 12
 
@@ -27,8 +29,10 @@ def associated_data(subject_id: str, record_id: str, field: str) -> bytes:
     return f"{subject_id}|{record_id}|{field}".encode()
 
 
-def seal(cipher: AESGCM, plaintext: str, ad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def seal(
+    cipher: AESGCM, plaintext: str, ad: bytes, random_bytes: RandomBytes = os.urandom
+) -> bytes:
+    nonce = random_bytes(NONCE_BYTES)
     return VERSION + nonce + cipher.encrypt(nonce, plaintext.encode(), ad)
 
 

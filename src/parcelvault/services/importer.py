@@ -660,7 +660,11 @@ class _ChildFeed:
             if kind == "failed":
                 raise RuntimeError(f"validating the file failed: {message[1]}")
             _, packed, self.bytes_read, self.line_no = message
-            yield _unpack(packed)
+            del message
+            chunk = _unpack(packed)
+            del packed  # the consumer's collection between chunks must not find it alive
+            yield chunk
+            del chunk
 
     def close(self) -> None:
         if self._pipe is not None:
@@ -829,6 +833,7 @@ def _run(
                 _merge(report, chunk.lines, outcome, on_rejection)
                 statistics.chunk_written()
                 checkpointer.chunk_written()
+                del chunk, write, outcome  # freed now, not traversed by the collection
                 collect()
                 if after_chunk is not None:
                     after_chunk()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,7 @@ from parcelvault.adapters.db.store import HandledShipment
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.keystore import StoredKey, new_key_id
+from parcelvault.crypto.randomness import RandomBlock, RandomBytes
 from parcelvault.crypto.sealing import associated_data, seal
 from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import FieldProblem
@@ -117,6 +119,8 @@ class SubjectKeys:
         self._stored: dict[str, StoredKey] = {}
         self._ciphers: dict[str, AESGCM] = {}
         self.new_rows: list[dict[str, Any]] = []
+        self.random_bytes = RandomBlock().take
+        """For the batch's new keys, nonces and ids (crypto.randomness)."""
 
     def load(
         self,
@@ -156,9 +160,10 @@ class SubjectKeys:
         for sid in fresh:
             key = offers.get(sid)
             if key is None:
-                raw[sid] = data_key = self._keyring.new_data_key()
-                wrapped = self._keyring.wrap(data_key, sid)
-                key = StoredKey(sid, new_key_id(), self._keyring.kek_id, wrapped)
+                draw = self.random_bytes
+                raw[sid] = data_key = self._keyring.new_data_key(draw)
+                wrapped = self._keyring.wrap(data_key, sid, draw)
+                key = StoredKey(sid, new_key_id(draw), self._keyring.kek_id, wrapped)
             made.append(key)
         stored.update(self._keystore.add(made, now=self._now))
         ours = {key.subject_id: key.key_id for key in made}
@@ -193,14 +198,9 @@ def _seal_all(
     cipher = keys.cipher(subject_id)
     if cipher is None:
         raise LookupError(f"no data key for subject {subject_id} was loaded")
-    return _seal_values(cipher, subject_id, shipment_id, record_id, values, policy)
-
-
-def _seal_with(
-    cipher: AESGCM, subject_id: str, record_id: str, shipment: NewShipment, policy: Policy
-) -> list[dict[str, Any]]:
-    values = shipment.personal_values()
-    return _seal_values(cipher, subject_id, record_id, record_id, values, policy)
+    return _seal_values(
+        cipher, subject_id, shipment_id, record_id, values, policy, keys.random_bytes
+    )
 
 
 def _seal_values(
@@ -210,6 +210,7 @@ def _seal_values(
     record_id: str,
     values: dict[str, str],
     policy: Policy,
+    random_bytes: RandomBytes,
 ) -> list[dict[str, Any]]:
     """Sealed rows of one record (a shipment, or an event's proof) of a shipment; the
     associated data names the record, `shipment_id` only places the row."""
@@ -223,7 +224,9 @@ def _seal_values(
                 "record_id": record_id,
                 "field": name,
                 "subject_id": subject_id,
-                "value": seal(cipher, value, associated_data(subject_id, record_id, name)),
+                "value": seal(
+                    cipher, value, associated_data(subject_id, record_id, name), random_bytes
+                ),
             }
         )
     return rows
@@ -266,6 +269,7 @@ def preseal_shipments(
     the batch). Pure apart from randomness: needs no database."""
     ciphers: dict[str, tuple[StoredKey, AESGCM]] = {}
     done: list[Presealed] = []
+    draw = RandomBlock().take
     for shipment in shipments:
         number, problem, issued = _tracking_number(shipment)
         contact = shipment.recipient
@@ -273,11 +277,12 @@ def preseal_shipments(
             keyring.lookup_key, email=contact.email, phone=contact.phone
         ) or secrets.token_hex(32)
         if subject not in ciphers:
-            data_key = keyring.new_data_key()
-            key = StoredKey(subject, new_key_id(), keyring.kek_id, keyring.wrap(data_key, subject))
+            data_key = keyring.new_data_key(draw)
+            wrapped = keyring.wrap(data_key, subject, draw)
+            key = StoredKey(subject, new_key_id(draw), keyring.kek_id, wrapped)
             ciphers[subject] = (key, AESGCM(data_key))
         key, cipher = ciphers[subject]
-        record_id = new_record_id()
+        record_id = new_record_id(draw)
         done.append(
             Presealed(
                 number,
@@ -291,7 +296,15 @@ def preseal_shipments(
                 ),
                 tuple(
                     (row["field"], row["value"])
-                    for row in _seal_with(cipher, subject, record_id, shipment, policy)
+                    for row in _seal_values(
+                        cipher,
+                        subject,
+                        record_id,
+                        record_id,
+                        shipment.personal_values(),
+                        policy,
+                        draw,
+                    )
                 ),
             )
         )
@@ -386,7 +399,7 @@ def prepare_shipments(
                 for name, value in early.sealed
             )
         else:
-            record_id = new_record_id()
+            record_id = new_record_id(keys.random_bytes)
             digest = keyed_hash.postcode_digest(
                 keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
             )
@@ -447,11 +460,11 @@ def write_shipments(connection: Connection, prepared: PreparedShipments) -> None
     store.insert_shipments(connection, prepared.rows, prepared.sealed)
 
 
-def new_record_id() -> str:
+def new_record_id(random_bytes: RandomBytes = os.urandom) -> str:
     """32 hex digits, time-ordered (48-bit milliseconds, then 80 random bits), so new
     shipments and their sealed fields append to the end of their indexes instead of
     landing at random places in them."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    return f"{time.time_ns() // 1_000_000:012x}{random_bytes(10).hex()}"
 
 
 def event_row_id(tenant_id: int, event_id: str) -> str:
