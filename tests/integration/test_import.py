@@ -198,6 +198,30 @@ def test_records_in_memory_go_through_the_same_pipeline(vault: Vault) -> None:
     assert view.status is Status.IN_TRANSIT
 
 
+def test_an_import_on_sqlite_leaves_every_reference_intact_and_hands_back_checking_connections(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The importer's own connection skips SQLite's per-row foreign-key checks (every
+    # reference it writes it has just read or written in the same transaction).
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", _mixed_file())
+    report = _import(vault, path, chunk_size=3)
+    assert report.events_accepted > 0
+    with vault.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA foreign_key_check")).all() == []
+    pooled = [vault.engine.raw_connection() for _ in range(vault.engine.pool.checkedin())]
+    try:
+        assert pooled
+        for raw in pooled:
+            cursor = raw.cursor()
+            assert cursor.execute("PRAGMA foreign_keys").fetchone() == (1,)
+            cursor.close()
+    finally:
+        for raw in pooled:
+            raw.close()
+
+
 # --- reruns and dry runs -----------------------------------------------------------------
 
 

@@ -901,10 +901,15 @@ class _Statistics:
             self._enabled = False  # e.g. not the tables' owner: slower, still correct
 
 
-_SQLITE_BULK = {"cache_size": -64 * 1024, "wal_autocheckpoint": 8192}
-"""Page cache of 64 MiB (the indexes on random ids need it) and a WAL checkpoint every
-32 MiB rather than 4 MiB, for the import's own connection only. On this kind of disk
-they made the import about a quarter faster."""
+_SQLITE_BULK = {"cache_size": -64 * 1024, "wal_autocheckpoint": 8192, "foreign_keys": 0}
+"""For the import's own connection only: a page cache of 64 MiB (the indexes on random
+ids need it) and a WAL checkpoint every 32 MiB rather than 4 MiB (on this kind of disk
+together about a quarter faster), and no per-row foreign-key lookups (a tenth of the
+events insert): every reference a chunk writes, it has read or written itself in the
+same transaction (the tenant, the shipments its events name, the subjects of its
+shipments), and SQLite refuses the commit of a transaction whose reads another
+writer's commit made stale. All three are restored before the connection goes back
+to the pool."""
 
 
 class _Checkpointer:
