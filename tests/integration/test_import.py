@@ -540,6 +540,44 @@ def test_a_chunk_boundary_inside_a_shipments_events_keeps_its_status_right(
     assert len(view.timeline) == 6
 
 
+def _shipment_states(vault: Vault, tenant_id: int) -> dict[str, tuple[Any, ...]]:
+    with vault.engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                shipments.c.tracking_number,
+                shipments.c.status,
+                shipments.c.status_at,
+                shipments.c.version > 0,
+            ).where(shipments.c.tenant_id == tenant_id)
+        )
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_shipments_written_with_their_events_store_the_status_an_update_would_give(
+    any_vault: Vault, tmp_path: Path
+) -> None:
+    # In one chunk a new shipment is inserted with its status already set; one line a
+    # chunk, the events' UPDATE sets it. Both must leave the same row.
+    lines: list[dict[str, Any]] = [
+        _shipment(A),
+        _event(A, 3, "out_for_delivery"),
+        _event(A, 1, "info_received"),  # earlier: joins the timeline only
+        _shipment(B),  # no events: stays pending, never updated
+        _event(A, 2),
+    ]
+    path = _jsonl(tmp_path / "in.jsonl", lines)
+    together, apart = _tenant(any_vault), _tenant(any_vault, "shop-b")
+    _import(any_vault, path)
+    importer.import_file(vault=any_vault, tenant_name="shop-b", path=path, chunk_size=1)
+    whole = _shipment_states(any_vault, together)
+    assert whole == _shipment_states(any_vault, apart)
+    status, status_at, invalidated = whole[A]
+    assert status == Status.OUT_FOR_DELIVERY.value
+    assert status_at is not None
+    assert invalidated  # the shipment's cached views, had there been any, are stale
+    assert whole[B] == (Status.PENDING.value, None, False)
+
+
 def test_bad_csv_rows_are_numbered_with_the_header_as_line_one(
     any_vault: Vault, tmp_path: Path
 ) -> None:

@@ -1052,7 +1052,6 @@ def _write_chunk(
     )
     for problem in shipments.problems:
         reject(problem.index, problem)
-    ingest.write_shipments(connection, shipments)
     outcome.shipments_created += len(shipments.rows)
     outcome.shipments_present += len(shipments.already_stored)
 
@@ -1078,10 +1077,15 @@ def _write_chunk(
         tenant_id=tenant_id,
         items=new_events,
         now=now,
+        unwritten=ingest.unwritten_shipments(shipments),
     )
     for problem in events.problems:
         reject(problem.index, problem)
-    ingest.write_events(connection, events)
+    # The chunk's new shipments are written with the status their events give them,
+    # instead of being updated after the events.
+    with_status = ingest.fold_into_new_shipments(shipments, events)
+    ingest.write_shipments(connection, shipments)
+    ingest.write_events(connection, events, written_with_status=with_status)
     outcome.events_accepted += len(events.rows)
     outcome.events_duplicate += len(events.duplicates)
     return outcome

@@ -16,7 +16,7 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeAlias
@@ -627,8 +627,11 @@ def prepare_flat_events(
     tenant_id: int,
     items: Sequence[FlatEvent],
     now: datetime,
+    unwritten: Mapping[str, HandledShipment] | None = None,
 ) -> PreparedEvents:
-    """Check, seal and shape a batch of flat events (see `flat_event`)."""
+    """Check, seal and shape a batch of flat events (see `flat_event`). `unwritten`:
+    shipments of the tenant, by number, that the caller prepared in this transaction
+    and writes before the events (`fold_into_new_shipments`)."""
     prepared = PreparedEvents()
     candidates: list[FlatEvent] = []
     latest_allowed = (now - _EPOCH) // _MICROSECOND + _SKEW_US
@@ -646,9 +649,13 @@ def prepare_flat_events(
                 prepared.problems.extend(Problem(index, p) for p in problems)
                 continue
         candidates.append(item)
+    fresh = unwritten or {}
     shipments, shared = handled_by_number(
-        connection, tenant_id, [item[1] for item in candidates if item[1] is not None]
+        connection,
+        tenant_id,
+        [item[1] for item in candidates if item[1] is not None and item[1] not in fresh],
     )
+    shipments.update(fresh)
     stored = store.existing_event_ids(connection, tenant_id, [item[2] for item in candidates])
     # Only the subjects whose events carry proof need their data keys unwrapped; a
     # subject without a key (erased) gets no personal data stored again.
@@ -727,5 +734,51 @@ def prepare_flat_events(
     return prepared
 
 
-def write_events(connection: Connection, prepared: PreparedEvents) -> None:
-    store.insert_events(connection, prepared.rows, prepared.sealed, prepared.status_updates)
+def unwritten_shipments(prepared: PreparedShipments) -> dict[str, HandledShipment]:
+    """The shipments of `prepared` as `prepare_flat_events` finds stored ones."""
+    return {
+        row["tracking_number"]: HandledShipment(
+            row["id"],
+            row["tenant_id"],
+            row["tracking_number"],
+            row["subject_id"],
+            row["status"],
+            row["status_at"],
+            row["status_arrival"],
+        )
+        for row in prepared.rows
+    }
+
+
+def fold_into_new_shipments(shipments: PreparedShipments, events: PreparedEvents) -> set[str]:
+    """Give shipments not yet written the status their events in `events` bring and the
+    `version` the events' UPDATE would have given them, so that UPDATE can leave them
+    out (`write_events(..., written_with_status=...)`); returns their ids. For a bulk
+    import, where most shipments arrive with their events, this saves an UPDATE per
+    shipment."""
+    rows = {row["id"]: row for row in shipments.rows}
+    touched = {row[0] for row in events.rows if row[0] in rows}
+    kept = []
+    for update in events.status_updates:
+        row = rows.get(update["sid"])
+        if row is None:
+            kept.append(update)
+        else:
+            row["status"], row["status_at"] = update["status"], update["at"]
+            row["status_arrival"] = update["arrival"]
+    events.status_updates = kept
+    for shipment_id, row in rows.items():
+        row["version"] = 1 if shipment_id in touched else 0
+    return set(rows)
+
+
+def write_events(
+    connection: Connection, prepared: PreparedEvents, *, written_with_status: Set[str] = frozenset()
+) -> None:
+    store.insert_events(
+        connection,
+        prepared.rows,
+        prepared.sealed,
+        prepared.status_updates,
+        written_with_status=written_with_status,
+    )

@@ -6,7 +6,7 @@ case that writes several tables commits all of them or none.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
@@ -101,20 +101,22 @@ def _with_text_stamps(
     rows: Iterable[tuple[Any, ...]], stamps: Sequence[int], days: Sequence[int]
 ) -> list[tuple[Any, ...]]:
     """Rows with the timestamp cells at `stamps` and date cells at `days` turned into
-    the text SQLAlchemy's SQLite dialect stores. Most rows of a batch share one
-    timestamp object (the batch's `now`): it is turned into text once."""
+    the text SQLAlchemy's SQLite dialect stores (a cell holding that text already is
+    kept). Most rows of a batch share one timestamp object in a column (the batch's
+    `now`): it is turned into text once."""
     converted = []
-    last: Any = None
-    last_text = ""
+    last: list[Any] = [None] * len(stamps)
+    last_text = [""] * len(stamps)
     for row in rows:
         values = list(row)
-        for i in stamps:
+        for k, i in enumerate(stamps):
             value = values[i]
             if value is None:
                 continue
-            if value is not last:
-                last, last_text = value, sqlite_datetime(value)
-            values[i] = last_text
+            if value is not last[k]:
+                last[k] = value
+                last_text[k] = value if isinstance(value, str) else sqlite_datetime(value)
+            values[i] = last_text[k]
         for i in days:
             if values[i] is not None:
                 values[i] = values[i].isoformat()
@@ -617,11 +619,15 @@ def insert_events(
     event_rows: list[tuple[Any, ...]],
     sealed_rows: list[dict[str, Any]],
     status_updates: list[dict[str, Any]],
+    *,
+    written_with_status: Set[str] = frozenset(),
 ) -> None:
     """Insert events (skipping ids already stored), move each shipment's current
     status forward only if the new event is later than the one it has (the condition is
     in the UPDATE itself, so concurrent writers cannot move a status backwards), and
-    advance the `version` of every shipment touched, which invalidates cached views."""
+    advance the `version` of every shipment touched, which invalidates cached views.
+    Shipments in `written_with_status` were inserted in this transaction with their
+    status and version already set (`ingest.fold_into_new_shipments`): not updated."""
     bulk_insert_tuples(
         connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
     )
@@ -636,9 +642,10 @@ def insert_events(
         [
             {"sid": sid, "advance": 1, **advances[sid]} if sid in advances else {"sid": sid, **idle}
             for sid in sorted({row[0] for row in event_rows} | advances.keys())
+            if sid not in written_with_status
         ],
     )
-    proven = sorted({row[0] for row in event_rows if row[13]})
+    proven = sorted({row[0] for row in event_rows if row[13]} - written_with_status)
     for chunk in chunks(proven):
         # Found by id first, then updated by id: with the conditions in the UPDATE,
         # SQLite's planner walks the whole retention_next_at index (NULL for almost every
