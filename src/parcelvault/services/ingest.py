@@ -535,12 +535,12 @@ country, region, city, facility, personal values of the proof or None, the probl
 found without a clock or the database)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 _NO_CLOCK = datetime.max.replace(tzinfo=UTC)
 """`event_problems` at this "now" finds every problem but the one that needs a clock."""
 _SKEW_US = MAX_FUTURE_SKEW // _MICROSECOND
 _EARLIEST_US = (EARLIEST - _EPOCH) // _MICROSECOND
-_LATEST_US = (_NO_CLOCK - _EPOCH) // _MICROSECOND
 IN_THE_FUTURE = FieldProblem(("time",), "is more than 10 minutes in the future")
 NOT_A_NUMBER = FieldProblem(("tracking_number",), "is not a tracking number")
 
@@ -554,7 +554,16 @@ def flat_event(
     offset = occurred_at.utcoffset() if occurred_at.tzinfo is not None else None
     location = event.location or _NO_LOCATION
     reason = event.reason
-    at_us = None if offset is None else (occurred_at - _EPOCH) // _MICROSECOND
+    at_us = utc = None
+    if offset is not None:
+        # Naive arithmetic: an aware datetime asks its tzinfo for the offset again at
+        # every step (a sixth of flattening an event went there).
+        try:
+            utc = occurred_at.replace(tzinfo=None) - offset
+        except OverflowError:  # within a day of datetime's range
+            at_us = (occurred_at - _EPOCH) // _MICROSECOND
+        else:
+            at_us = (utc - _NAIVE_EPOCH) // _MICROSECOND
     if (
         at_us is not None
         and at_us >= _EARLIEST_US
@@ -564,10 +573,10 @@ def flat_event(
     else:
         problems = tuple(event_problems(event, now=_NO_CLOCK))
     stored_at: Any = occurred_at
-    if text_stamps and not problems and at_us is not None and at_us <= _LATEST_US:
+    if text_stamps and not problems and utc is not None and at_us is not None:
         # Only a time that can be stored is turned into text (a refused one may not
-        # even have a UTC form in datetime's range).
-        stored_at = store.sqlite_datetime_of_us(at_us)
+        # even have a UTC form in datetime's range); `store.sqlite_datetime`'s form.
+        stored_at = utc.isoformat(" ", "microseconds")
     return (
         index,
         number_for_lookup(raw_number),

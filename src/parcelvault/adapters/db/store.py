@@ -7,7 +7,7 @@ case that writes several tables commits all of them or none.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence, Set
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any, NamedTuple, TypeAlias
 
@@ -65,15 +65,6 @@ def sqlite_datetime(value: datetime) -> str:
     microseconds), so rows written either way compare and sort alike. (The first 26
     characters of the aware form are the naive form: cheaper than `replace`.)"""
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
-
-
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-
-
-def sqlite_datetime_of_us(at_us: int) -> str:
-    """`sqlite_datetime` of the moment `at_us` microseconds after the Unix epoch (UTC):
-    the same text, without converting from the moment's own UTC offset."""
-    return (_NAIVE_EPOCH + timedelta(microseconds=at_us)).isoformat(" ", "microseconds")
 
 
 def _utc_from_sqlite_text(value: str) -> datetime:
