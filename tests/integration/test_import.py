@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import errno
+import multiprocessing
 import sqlite3
 import stat
 from collections.abc import Iterable
@@ -463,9 +464,10 @@ def _mixed_file() -> list[dict[str, Any] | bytes]:
     ]
 
 
+@pytest.mark.parametrize("validators", [1, 2])
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_a_file_validated_in_a_second_process_imports_exactly_as_in_one(
-    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+def test_a_file_validated_in_other_processes_imports_exactly_as_in_one(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, validators: int
 ) -> None:
     lines = _mixed_file()
     if fmt == "csv":
@@ -482,6 +484,7 @@ def test_a_file_validated_in_a_second_process_imports_exactly_as_in_one(
         progress=progress["one"].append,
     )
     monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "validators", lambda: validators)
     beside = importer.import_file(
         vault=any_vault,
         tenant_name="two-processes",
@@ -502,6 +505,50 @@ def test_a_file_validated_in_a_second_process_imports_exactly_as_in_one(
         assert dataclasses.replace(views[1], tenant=None) == dataclasses.replace(
             views[0], tenant=None
         )
+
+
+def test_where_the_file_cannot_be_reopened_one_process_validates_it_all(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 30)])
+    started: list[str] = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def recording_start(process: multiprocessing.process.BaseProcess) -> None:
+        started.append(process.name)
+        start(process)
+
+    def no_reopening(*_: Any, **__: Any) -> Any:
+        raise OSError(2, "No such file or directory")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording_start)
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "validators", lambda: 2)
+    monkeypatch.setattr(importer, "open", no_reopening, raising=False)
+    report = _import(vault, path, chunk_size=4)
+    assert started == ["parcelvault-import-validator-1"]
+    assert (report.shipments_created, report.events_accepted) == (1, 29)
+
+
+def test_two_validators_are_started_where_the_file_can_be_reopened(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tenant(vault)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 30)])
+    started: list[str] = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def recording_start(process: multiprocessing.process.BaseProcess) -> None:
+        started.append(process.name)
+        start(process)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording_start)
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importer, "validators", lambda: 2)
+    report = _import(vault, path, chunk_size=4)
+    assert started == ["parcelvault-import-validator-1", "parcelvault-import-validator-2"]
+    assert (report.shipments_created, report.events_accepted) == (1, 29)
 
 
 def test_results_do_not_depend_on_the_chunk_size(vault: Vault, tmp_path: Path) -> None:

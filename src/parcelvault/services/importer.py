@@ -11,8 +11,9 @@ The pipeline, in constant memory whatever the file size:
    its shipments first, then its events, through the same `ingest.prepare_*` checks
    as the API (unknown tracking numbers, future times, duplicate event ids).
 
-For files of PARALLEL_MIN_BYTES or more, steps 1 and 2 run in a second process, one
-chunk ahead of step 3, with the same results.
+For files of PARALLEL_MIN_BYTES or more, steps 1 and 2 run in other processes (two on a
+machine with two cores or more, taking every other chunk), ahead of step 3, with the
+same results.
 
 A bad line is rejected and reported by line number (1-based; a CSV header is line 1)
 and field, never by value; the good lines are written. Reruns are no-ops: a shipment
@@ -29,6 +30,7 @@ import codecs
 import csv
 import functools
 import gc
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -560,14 +562,27 @@ def _validate(items: Sequence[tuple[int, _Payload]], csv_names: bool, shaping: _
 
 
 def _validated(
-    source: _Source, *, csv_names: bool, chunk_size: int, shaping: _Shaping
+    source: _Source,
+    *,
+    csv_names: bool,
+    chunk_size: int,
+    shaping: _Shaping,
+    share: tuple[int, int] = (0, 1),
 ) -> Iterator[_Chunk]:
-    """Chunks of `chunk_size` lines, but for the first, of an eighth of that: the writer
-    waits for the first chunk to be validated, so a smaller one starts it sooner."""
+    """Chunks of `chunk_size` lines, the first ones smaller (an eighth of that, then a
+    quarter, then half): the writer waits for the first chunk to be validated, so a small
+    one starts it sooner, and each of the next is ready by the time the writer has
+    written the ones before. `share` (k, n): only chunks k, k + n, k + 2n, ... are
+    validated and yielded; the lines of the others are read past (see `_ChildFeed`)."""
+    mine, of = share
     size = max(1, chunk_size // FIRST_CHUNK_FRACTION)
+    number = 0
     while items := list(islice(source, size)):
-        yield _validate(items, csv_names, shaping)
-        size = chunk_size
+        if number % of == mine:
+            yield _validate(items, csv_names, shaping)
+        del items
+        number += 1
+        size = min(chunk_size, size * 2)
 
 
 FIRST_CHUNK_FRACTION = 8
@@ -585,7 +600,12 @@ class _InProcessFeed:
     """Chunks of a file, read and validated in this process as they are needed."""
 
     def __init__(
-        self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping
+        self,
+        handle: IO[bytes],
+        fmt: ImportFormat,
+        chunk_size: int,
+        shaping: _Shaping,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self._reader = LineReader(handle)
         source = self._reader.jsonl() if fmt is ImportFormat.JSONL else self._reader.csv()
@@ -594,6 +614,7 @@ class _InProcessFeed:
             csv_names=fmt is ImportFormat.CSV,
             chunk_size=chunk_size,
             shaping=shaping,
+            share=share,
         )
 
     @property
@@ -616,11 +637,14 @@ class _ReadFailed(OSError):
 
 
 class _ChildFeed:
-    """Chunks of a file, read and validated by a forked child process one chunk ahead
-    of the writer. The child gets the open file (its descriptor is inherited), reads it
-    with the same LineReader and sends each validated chunk, packed, through a pipe;
-    the pipe's small buffer keeps it at most about one chunk ahead, so memory stays
-    bounded. Chunks, line numbers and problems are exactly those of `_InProcessFeed`."""
+    """Chunks of a file, read and validated by forked child processes ahead of the
+    writer. With two validators (`validators`), both read the whole file with the same
+    LineReader, each through its own open file description (so their read positions
+    are their own), and validate every other chunk: chunk n comes from validator
+    n % count, and the writer takes them in turn. Each sends its chunks, packed,
+    through a pipe whose small buffer keeps it at most about one chunk ahead, so memory
+    stays bounded. Chunks, line numbers and problems are exactly those of
+    `_InProcessFeed`."""
 
     def __init__(
         self, handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping
@@ -631,28 +655,34 @@ class _ChildFeed:
         self._shaping = shaping
         self.bytes_read = 0
         self.line_no = 0
-        self._process: BaseProcess | None = None
-        self._pipe: MpConnection | None = None
+        self._processes: list[BaseProcess] = []
+        self._pipes: list[MpConnection] = []
+        self._handles: list[IO[bytes]] = []
 
     def chunks(self) -> Iterator[_Chunk]:
         context = multiprocessing.get_context("fork")
-        receiving, sending = context.Pipe(duplex=False)
-        self._pipe = receiving
-        self._process = context.Process(
-            target=_validate_in_child,
-            args=(self._handle, self._fmt, self._chunk_size, self._shaping, sending),
-            name="parcelvault-import-validator",
-            daemon=True,
-        )
-        self._process.start()
-        sending.close()
-        while True:
+        handles = [self._handle, *self._own_handles(validators() - 1)]
+        for mine, handle in enumerate(handles):
+            receiving, sending = context.Pipe(duplex=False)
+            self._pipes.append(receiving)
+            process = context.Process(
+                target=_validate_in_child,
+                args=(handle, self._fmt, self._chunk_size, self._shaping, sending),
+                kwargs={"share": (mine, len(handles))},
+                name=f"parcelvault-import-validator-{mine + 1}",
+                daemon=True,
+            )
+            self._processes.append(process)
+            process.start()
+            sending.close()
+        for turn in itertools.count():
+            pipe = self._pipes[turn % len(self._pipes)]
             try:
-                message = pickle.loads(receiving.recv_bytes())  # noqa: S301 - our own child
+                message = pickle.loads(pipe.recv_bytes())  # noqa: S301 - our own child
             except EOFError:
                 raise RuntimeError("the process validating the file stopped unexpectedly") from None
             kind = message[0]
-            if kind == "done":
+            if kind == "done":  # the file has no chunk number `turn`, hence none after it
                 return
             if kind == "unreadable":
                 _, reason, self.line_no = message
@@ -666,13 +696,40 @@ class _ChildFeed:
             yield chunk
             del chunk
 
+    def _own_handles(self, count: int) -> list[IO[bytes]]:
+        """`count` more handles on the same file, each with a read position of its own
+        (a duplicated descriptor would share one), or none where the system cannot
+        reopen an open file (the import then has one validator)."""
+        handles: list[IO[bytes]] = []
+        with suppress(OSError, ValueError):
+            position = self._handle.tell()
+            for _ in range(count):
+                again = open(f"/proc/self/fd/{self._handle.fileno()}", "rb")  # noqa: SIM115
+                handles.append(again)
+                again.seek(position)
+        self._handles = handles
+        return handles
+
     def close(self) -> None:
-        if self._pipe is not None:
-            self._pipe.close()
-        if self._process is not None:
-            if self._process.is_alive():
-                self._process.terminate()
-            self._process.join()
+        for pipe in self._pipes:
+            pipe.close()
+        for process in self._processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for handle in self._handles:
+            handle.close()
+
+
+def validators() -> int:
+    """How many processes validate a large file: two where there are at least two CPU
+    cores. The writer spends part of its time waiting on SQLite and its commits, and a
+    second validator fills that time."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
 
 
 def _feed_for(
@@ -688,7 +745,12 @@ def _feed_for(
 
 
 def _validate_in_child(
-    handle: IO[bytes], fmt: ImportFormat, chunk_size: int, shaping: _Shaping, sink: MpConnection
+    handle: IO[bytes],
+    fmt: ImportFormat,
+    chunk_size: int,
+    shaping: _Shaping,
+    sink: MpConnection,
+    share: tuple[int, int] = (0, 1),
 ) -> None:
     """The child's whole life. It leaves Ctrl-C to the writer (which stops it), does
     not collect cycles (it makes none; collecting could run finalizers of objects it
@@ -696,7 +758,7 @@ def _validate_in_child(
     output) is cleaned up or flushed twice."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     gc.disable()
-    feed = _InProcessFeed(handle, fmt, chunk_size, shaping)
+    feed = _InProcessFeed(handle, fmt, chunk_size, shaping, share)
     message: tuple[Any, ...]
     try:
         for chunk in feed.chunks():
