@@ -241,7 +241,12 @@ def test_a_rerun_of_the_same_file_changes_nothing(any_vault: Vault, tmp_path: Pa
     assert tracking.merchant_view(vault=any_vault, tenant_id=tenant_id, raw_number=A) == before
 
 
-def test_a_dry_run_checks_everything_and_writes_nothing(any_vault: Vault, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_dry_run_checks_everything_and_writes_nothing(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: int
+) -> None:
+    if processes == 2:
+        monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
     _tenant(any_vault)
     path = _jsonl(
         tmp_path / "in.jsonl",
