@@ -578,9 +578,11 @@ def _validated(
     size = max(1, chunk_size // FIRST_CHUNK_FRACTION)
     number = 0
     while items := list(islice(source, size)):
-        if number % of == mine:
-            yield _validate(items, csv_names, shaping)
+        lines = [items]  # not kept while the chunk is out (see `_ChildFeed.chunks`)
         del items
+        if number % of == mine:
+            yield _validate(lines.pop(), csv_names, shaping)
+        del lines
         number += 1
         size = min(chunk_size, size * 2)
 
@@ -689,12 +691,12 @@ class _ChildFeed:
                 raise _ReadFailed(0, reason)
             if kind == "failed":
                 raise RuntimeError(f"validating the file failed: {message[1]}")
-            _, packed, self.bytes_read, self.line_no = message
+            self.bytes_read, self.line_no = message[2], message[3]
+            # Nothing here may keep the chunk alive while it is out: the writer
+            # collects garbage after each chunk and would walk all of it.
+            parts = [message[1]]
             del message
-            chunk = _unpack(packed)
-            del packed  # the consumer's collection between chunks must not find it alive
-            yield chunk
-            del chunk
+            yield _unpack(parts.pop())
 
     def _own_handles(self, count: int) -> list[IO[bytes]]:
         """`count` more handles on the same file, each with a read position of its own
