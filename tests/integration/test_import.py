@@ -4,8 +4,11 @@ import csv
 import dataclasses
 import errno
 import multiprocessing
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -800,6 +803,33 @@ def test_the_import_command_lists_rejected_lines_and_exits_1(
     written = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
     assert len(written) == 60
     assert written[-1] == {"line": 61, "field": "time", "message": written[0]["message"]}
+
+
+@pytest.mark.parametrize("rejected", [False, True])
+def test_the_import_command_as_a_program_prints_everything_and_keeps_every_row(
+    cli_env: dict[str, str], vault: Vault, tmp_path: Path, rejected: bool
+) -> None:
+    # The program ends without Python's teardown after an import: its output, its exit
+    # status and what it wrote must not suffer from that.
+    lines = [_shipment(A)] + [_event(A, n) for n in range(1, 40)]
+    if rejected:
+        lines.append(_event(A, 99, time="2025-05-01T10:00:00"))
+    path = _jsonl(tmp_path / "in.jsonl", lines)
+    done = subprocess.run(
+        [sys.executable, "-m", "parcelvault", "import", str(path), "--tenant", "shop-a"],
+        env={**{k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}, **cli_env},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == (1 if rejected else 0), done.stderr
+    output = done.stdout.decode()
+    assert "events accepted:                    39" in output
+    assert ("line 41: time: needs a UTC offset" in output) is rejected
+    assert _rows(vault)["events"] == 39
+    assert _stored_keys(vault) == 1
+    with vault.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA integrity_check")).scalar_one() == "ok"
 
 
 def _dry_run_of_the_sample_csv(cli_env: dict[str, str]) -> Result:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -22,7 +25,7 @@ from parcelvault.entrypoints import (
     cli_staff,
     cli_subjects,
 )
-from parcelvault.entrypoints.cli_common import fail, ready_vault
+from parcelvault.entrypoints.cli_common import fail, ready_vault, teardown_skippable
 from parcelvault.ledger.keys import create_signer
 from parcelvault.services.vault import open_keystore
 from parcelvault.settings import Settings
@@ -269,4 +272,16 @@ cli_retention.register(app)
 
 
 def main() -> None:
-    app()
+    """The console script."""
+    try:
+        app()
+    except SystemExit as done:
+        if not teardown_skippable():
+            raise
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)

@@ -23,7 +23,7 @@ from rich.table import Table
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from parcelvault.domain.errors import DomainError
-from parcelvault.entrypoints.cli_common import fail, ready_vault
+from parcelvault.entrypoints.cli_common import fail, ready_vault, skip_teardown
 from parcelvault.settings import Settings
 
 if TYPE_CHECKING:
@@ -139,6 +139,8 @@ def import_command(
             raise _database_failure(exc) from exc
         finally:
             vault.engine.dispose()
+            vault.keystore.engine.dispose()
+    skip_teardown()
     _print_report(report, file=file, tenant=tenant, errors=errors)
     if report.rejected_lines:
         raise typer.Exit(EXIT_REJECTED)
