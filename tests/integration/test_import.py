@@ -422,16 +422,17 @@ def test_every_imported_value_opens_under_the_one_key_its_subject_has(
     _import(any_vault, first)
     second = _jsonl(
         tmp_path / "second.jsonl",
-        [
-            _shipment("JANE0002", recipient=jane),
+        [  # chunks of 1, 2 and 3 lines
             _shipment("OMAR0001", recipient=omar),
+            _shipment("JANE0002", recipient=jane),
+            _event("JANE0002", 1, "delivered", proof={"received_by": "Jane's neighbour"}),
             _shipment("OMAR0002", recipient=omar),
             _event("OMAR0002", 1, "delivered", proof={"received_by": "Omar Roe"}),
             _shipment("OMAR0003", recipient=omar),
         ],
     )
     report = _import(any_vault, second, chunk_size=3)
-    assert (report.shipments_created, report.events_accepted) == (4, 1)
+    assert (report.shipments_created, report.events_accepted) == (4, 2)
     with any_vault.engine.connect() as connection:
         sealed = connection.execute(select(sealed_fields)).all()
         key_ids = dict(connection.execute(select(subjects.c.id, subjects.c.key_id)).all())
@@ -445,6 +446,7 @@ def test_every_imported_value_opens_under_the_one_key_its_subject_has(
         ad = associated_data(row.subject_id, row.record_id, row.field)
         opened.add(open_sealed(cipher, row.value, ad))
     assert {"Jane Doe", "Omar Roe", "jane@example.org", "omar@example.org"} <= opened
+    assert "Jane's neighbour" in opened
 
 
 def _mixed_file() -> list[dict[str, Any] | bytes]:
