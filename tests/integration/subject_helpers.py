@@ -41,7 +41,9 @@ _EVENTS = itertools.count(1)
 _START = datetime.now(UTC) - timedelta(days=30)
 
 
-def scan(vault: Vault, number: str, status: str, tenant: str = "shop-s") -> None:
+def scan(
+    vault: Vault, number: str, status: str, tenant: str = "shop-s", reason: str | None = None
+) -> None:
     """A scan event moving the shipment to `status`, later than every earlier one."""
     principal = tenants.tenant_principal(vault=vault, name=tenant)
     serial = next(_EVENTS)
@@ -50,6 +52,7 @@ def scan(vault: Vault, number: str, status: str, tenant: str = "shop-s") -> None
             "event_id": f"{number}-{serial}",
             "time": (_START + timedelta(minutes=serial)).isoformat(),
             "status": status,
+            **({"reason": reason} if reason else {}),
         }
     )
     operations.ingest_events(vault=vault, principal=principal, items=[(number, event.to_domain())])

@@ -1,6 +1,7 @@
-"""Address corrections on SQLite and PostgreSQL: allowed only before the parcel is out
-for delivery, re-sealed under the subject's key, logged by field name, visible at once
-(version bump), and refused for bad values and erased subjects."""
+"""Address corrections on SQLite and PostgreSQL: allowed before the parcel is out for
+delivery and after the courier reports a problem with the address, re-sealed under the
+subject's key, logged by field name, visible at once (version bump), and refused for bad
+values and erased subjects."""
 
 from __future__ import annotations
 
@@ -111,14 +112,24 @@ def test_asking_for_the_address_already_stored_writes_nothing(any_vault: Vault) 
 
 
 @pytest.mark.parametrize(
-    "status", ["out_for_delivery", "delivered", "failed_attempt", "exception", "expired"]
+    ("status", "reason"),
+    [
+        ("out_for_delivery", None),
+        ("delivered", None),
+        ("failed_attempt", None),
+        ("failed_attempt", "recipient_absent"),
+        ("exception", None),
+        ("exception", "damaged"),
+        ("available_for_pickup", None),
+        ("expired", None),
+    ],
 )
-def test_no_correction_in_a_status_other_than_those_before_out_for_delivery(
-    any_vault: Vault, status: str
+def test_no_correction_once_out_for_delivery_unless_the_address_was_the_problem(
+    any_vault: Vault, status: str, reason: str | None
 ) -> None:
     number, shipment, _ = plant(any_vault)
     scan(any_vault, number, "in_transit")
-    scan(any_vault, number, status)
+    scan(any_vault, number, status, reason=reason)
     version = version_of(any_vault, shipment)
 
     with pytest.raises(Conflict) as refused:
@@ -129,6 +140,24 @@ def test_no_correction_in_a_status_other_than_those_before_out_for_delivery(
     assert correction_rows(any_vault) == []
     view = recipient_view(any_vault, number, shipment)
     assert view.personal["destination.street"] == "12 Example Street"
+
+
+@pytest.mark.parametrize("status", ["failed_attempt", "exception"])
+def test_a_problem_with_the_address_opens_it_to_correction_until_the_next_scan(
+    any_vault: Vault, status: str
+) -> None:
+    number, shipment, _ = plant(any_vault)
+    scan(any_vault, number, "out_for_delivery")
+    scan(any_vault, number, status, reason="address_problem")
+
+    assert correct(any_vault, shipment, street="4 Right Road").fields == ("destination.street",)
+    view = recipient_view(any_vault, number, shipment)
+    assert view.personal["destination.street"] == "4 Right Road"
+
+    scan(any_vault, number, "out_for_delivery")  # the next attempt is under way
+    with pytest.raises(Conflict) as refused:
+        correct(any_vault, shipment, street="5 Later Road")
+    assert "its status is out_for_delivery" in str(refused.value)
 
 
 @pytest.mark.parametrize("status", ["pending", "info_received", "in_transit"])

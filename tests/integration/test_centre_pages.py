@@ -460,7 +460,7 @@ def test_a_consent_toggles_on_and_off_and_shows_the_notice_version(
     assert unknown.status_code == 422
 
 
-def test_an_address_correction_is_saved_until_the_parcel_is_out_for_delivery(
+def test_an_address_correction_is_saved_until_out_for_delivery_and_after_an_address_problem(
     web: TestClient, key: str, mailbox: Mailbox, centre_vault: Vault
 ) -> None:
     number = ship(web, key)
@@ -490,3 +490,18 @@ def test_an_address_correction_is_saved_until_the_parcel_is_out_for_delivery(
     )
     assert late.status_code == 409
     assert "before the parcel is out for delivery" in words(late.text)
+    problem = {
+        "event_id": "fa-1",
+        "time": "2026-11-02T11:00:00+00:00",
+        "status": "failed_attempt",
+        "reason": "address_problem",
+    }
+    posted = web.post(f"/api/v1/shipments/{number}/events", json=problem, headers=bearer(key))
+    assert posted.status_code == 201, posted.text
+    assert f'href="{path}"' in web.get("/privacy/centre").text  # the courier needs it right
+    fixed = web.post(
+        path,
+        data={"csrf": token, "street": "8 Other Road", "postcode": "LS2 9JT", "notes": ""},
+        follow_redirects=False,
+    )
+    assert fixed.headers["location"] == "/privacy/centre?saved=address#shipments"

@@ -1,7 +1,9 @@
 """A recipient corrects their delivery address while the parcel is still on its way.
 
 Correctable: the street lines, the postcode and the delivery notes (each only if the
-policy declares it), and only before the parcel is out for delivery. The new values
+policy declares it), before the parcel is out for delivery, and again when the courier
+reports a problem with the address (an exception or a failed attempt for
+`address_problem`), so the next attempt goes to the right place. The new values
 are sealed under the subject's data key like any personal value; `address_corrections`
 keeps which fields changed and when, never the values. A postcode correction also
 replaces the keyed postcode hash, so the old postcode no longer verifies (a recipient
@@ -23,7 +25,7 @@ from parcelvault.adapters.db.tables import address_corrections, sealed_fields, s
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.sealing import associated_data, open_records, seal
 from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
-from parcelvault.domain.statuses import Status
+from parcelvault.domain.statuses import Reason, Status
 from parcelvault.services.consent import SOURCE
 from parcelvault.services.vault import Vault
 from parcelvault.services.write_turn import read_then_write
@@ -34,6 +36,17 @@ NOTES = "destination.notes"
 CORRECTABLE = (STREET, POSTCODE, NOTES)
 OPEN_STATUSES = frozenset({Status.PENDING, Status.INFO_RECEIVED, Status.IN_TRANSIT})
 """Statuses in which the address may still change: before out_for_delivery."""
+ADDRESS_PROBLEM_STATUSES = frozenset({Status.EXCEPTION, Status.FAILED_ATTEMPT})
+"""Statuses in which the address may change again if their reason is `address_problem`."""
+
+
+def address_correctable(status: Status, reason: str | None) -> bool:
+    """Whether a parcel in `status` (its latest event's `reason`) takes an address
+    correction."""
+    return status in OPEN_STATUSES or (
+        status in ADDRESS_PROBLEM_STATUSES and reason == Reason.ADDRESS_PROBLEM.value
+    )
+
 
 STREET_LINES_MAX = 4
 STREET_LINE_MAX = 200
@@ -142,10 +155,17 @@ def correct_address(
         ).first()
         if shipment is None:
             raise NotFound()
-        if Status(shipment.status) not in OPEN_STATUSES:
+        status = Status(shipment.status)
+        reason = (
+            store.status_reasons(connection, [shipment_id]).get(shipment_id)
+            if status in ADDRESS_PROBLEM_STATUSES
+            else None
+        )
+        if not address_correctable(status, reason):
             raise Conflict(
-                f"the address can only be corrected before the parcel is out for delivery; "
-                f"its status is {shipment.status}"
+                "the address can only be corrected before the parcel is out for delivery, "
+                "or after the courier reported a problem with it; "
+                f"its status is {shipment.status}" + (f" ({reason})" if reason else "")
             )
         key = vault.keystore.get_one(shipment.subject_id)
         if key is None:

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from parcelvault.adapters.db import store
 from parcelvault.adapters.db.tables import (
     otp_challenges,
     shipments,
@@ -46,7 +47,7 @@ from parcelvault.domain.errors import (
 from parcelvault.domain.statuses import LABELS, Status
 from parcelvault.domain.tracking_numbers import grouped
 from parcelvault.services import ledger_views, tracking
-from parcelvault.services.corrections import OPEN_STATUSES
+from parcelvault.services.corrections import ADDRESS_PROBLEM_STATUSES, address_correctable
 from parcelvault.services.vault import Vault
 
 CODE_DIGITS = 6
@@ -302,12 +303,15 @@ class ShipmentLine:
     version: int
     dest_city: str
     dest_country: str
+    status_reason: str | None = None
+    """The reason of the latest event, for an exception or a failed attempt."""
 
     @property
     def correctable(self) -> bool:
-        """Whether the address may still be corrected: not once the parcel is out for
-        delivery (the corrections service has the last word)."""
-        return self.status in OPEN_STATUSES
+        """Whether the address may still be corrected: before the parcel is out for
+        delivery, or after the courier reported a problem with the address (the
+        corrections service has the last word)."""
+        return address_correctable(self.status, self.status_reason)
 
 
 def code_scope(subject_id: str) -> Scope:
@@ -338,6 +342,10 @@ def shipments_in(*, vault: Vault, scope: Scope) -> list[ShipmentLine]:
     query = query.order_by(shipments.c.created_at.desc(), shipments.c.id)
     with vault.engine.connect() as connection:
         rows = connection.execute(query).all()
+        reasons = store.status_reasons(
+            connection,
+            [row.id for row in rows if Status(row.status) in ADDRESS_PROBLEM_STATUSES],
+        )
     return [
         ShipmentLine(
             id=row.id,
@@ -349,6 +357,7 @@ def shipments_in(*, vault: Vault, scope: Scope) -> list[ShipmentLine]:
             version=row.version,
             dest_city=row.dest_city,
             dest_country=row.dest_country,
+            status_reason=reasons.get(row.id),
         )
         for row in rows
     ]

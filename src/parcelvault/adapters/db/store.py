@@ -605,6 +605,21 @@ EVENT_COLUMNS = (
 `occurred_at` cell is the text `sqlite_datetime` makes; elsewhere a datetime."""
 
 
+def status_reasons(connection: Connection, shipment_ids: Iterable[str]) -> dict[str, str | None]:
+    """The reason of each shipment's latest event (by event time, then arrival: the
+    event its current status is from); None for a status without one."""
+    found: dict[str, str | None] = {}
+    for shipment_id in shipment_ids:
+        row = connection.execute(
+            select(events.c.reason)
+            .where(events.c.shipment_id == shipment_id)
+            .order_by(events.c.occurred_at.desc(), events.c.arrival.desc())
+            .limit(1)
+        ).first()
+        found[shipment_id] = row.reason if row is not None else None
+    return found
+
+
 def insert_events(
     connection: Connection,
     event_rows: list[tuple[Any, ...]],

@@ -225,7 +225,8 @@ class AddressCorrectionIn(BaseModel):
     responses=ANSWERS,
     summary="Correct your delivery address before the parcel is out for delivery",
     description="Send only the fields to change. Refused with `409` once the parcel is "
-    "out for delivery (or in any status but pending, info_received and in_transit); "
+    "out for delivery (or in any status but pending, info_received and in_transit), "
+    "unless the latest scan is an exception or a failed attempt for `address_problem`; "
     "`410` when your data was erased. The values are not echoed: read the shipment again to "
     "see them. A corrected postcode replaces the one that verifies you; your current "
     "cookie stays valid. " + TIER_NOTE,
