@@ -244,6 +244,32 @@ def test_a_failed_delivery_is_shown_as_the_current_problem_with_its_reason(
     screenshot(page, "problem")
 
 
+def test_after_an_address_problem_the_recipient_is_asked_to_correct_the_address(
+    new_context: NewContext, service: LiveService, make_parcel: Callable[..., Parcel]
+) -> None:
+    page = new_context(viewport=PHONE, is_mobile=True, has_touch=True).new_page()
+    parcel = make_parcel(history=False)
+    start = datetime.now(UTC) - timedelta(days=1)
+    service.add_events(
+        parcel.number,
+        event("out_for_delivery", start, "Leeds"),
+        event("failed_attempt", start + timedelta(hours=2), "Leeds", reason="address_problem"),
+    )
+
+    page.goto(parcel.url)
+    expect(page.get_by_test_id("reason")).to_contain_text("problem with the address")
+    expect(page.get_by_test_id("address-problem")).to_have_count(0)  # not for strangers
+
+    submit_postcode(page, parcel.postcode_typed_loosely)
+
+    prompt = page.get_by_test_id("address-problem")
+    expect(prompt).to_contain_text("Correct your address")
+    link = prompt.get_by_role("link", name="Correct your address")
+    assert link.get_attribute("href") == f"/privacy/centre/for/{parcel.number}"
+    assert fits_phone_width(page)
+    screenshot(page, "address-problem")
+
+
 def test_the_page_is_server_rendered_and_works_without_javascript(
     new_context: NewContext, parcel: Parcel
 ) -> None:

@@ -26,7 +26,7 @@ from parcelvault.domain import tracking_numbers
 from parcelvault.domain.errors import Gone, Locked, NotFound
 from parcelvault.entrypoints.api.routes import set_recipient_cookie, vault_of
 from parcelvault.entrypoints.api.views_json import nest
-from parcelvault.services import ledger_views, tracking
+from parcelvault.services import corrections, ledger_views, tracking
 
 WEB = Path(str(resources.files("parcelvault.entrypoints.web")))
 PAGE_HEADERS_PUBLIC = {"Cache-Control": "public, max-age=30", "Vary": "Cookie"}
@@ -82,6 +82,7 @@ def install(app: FastAPI) -> None:
             error=error,
             tenant=tenant,
             accesses=accesses,
+            address_problem=view.tier == "recipient" and reports_address_problem(view),
             session_minutes=vault_of(request).settings.recipient_session_seconds // 60,
             verify_action=f"/t/{quote(view.tracking_number)}/verify"
             + (f"?tenant={quote(tenant)}" if tenant else ""),
@@ -194,6 +195,18 @@ def install(app: FastAPI) -> None:
 
 
 VERIFY_FAILED = "failed"
+
+
+def reports_address_problem(view: tracking.TrackingView) -> bool:
+    """Whether the latest scan says the courier could not deliver because of the
+    address, so the recipient should be asked to correct it."""
+    latest = view.timeline[0] if view.timeline else None
+    return (
+        latest is not None
+        and latest.status is view.status
+        and view.status in corrections.ADDRESS_PROBLEM_STATUSES
+        and corrections.address_correctable(view.status, latest.reason and latest.reason.value)
+    )
 
 
 def refused_redirect(request: Request, raw_number: str, tenant: str | None) -> Response:
