@@ -47,7 +47,7 @@ from sqlalchemy import (
 )
 
 from parcelvault.adapters.db.engine import make_engine
-from parcelvault.adapters.db.store import bulk_insert, chunks
+from parcelvault.adapters.db.store import bulk_insert_tuples, chunks
 from parcelvault.adapters.db.tables import UtcDateTime
 from parcelvault.crypto.randomness import RandomBytes
 
@@ -117,6 +117,9 @@ class RewrapBatch:
         return len(self.subject_ids)
 
 
+_KEY_COLUMNS = ("subject_id", "key_id", "kek_id", "wrapped", "created_at")
+
+
 def kek_of(wrapped: bytes) -> int:
     """The key-encryption key id a wrapped key names in its header (see `keyring`)."""
     if wrapped[:1] == b"\x02" and len(wrapped) > 3:
@@ -177,24 +180,20 @@ class KeyStore:
         subject's key."""
         if not keys:
             return {}
-        rows = [
-            {
-                "subject_id": k.subject_id,
-                "key_id": k.key_id,
-                "kek_id": kek_of(k.wrapped),
-                "wrapped": k.wrapped,
-                "created_at": now,
-            }
+        named = [
+            k
+            if k.kek_id == kek_of(k.wrapped)
+            else StoredKey(k.subject_id, k.key_id, kek_of(k.wrapped), k.wrapped)
             for k in keys
         ]
+        rows = [(k.subject_id, k.key_id, k.kek_id, k.wrapped, now) for k in named]
         with self.engine.begin() as connection:
-            inserted = bulk_insert(connection, data_keys, rows, skip_duplicates=True)
+            inserted = bulk_insert_tuples(
+                connection, data_keys, _KEY_COLUMNS, rows, skip_duplicates=True
+            )
             if inserted == len({k.subject_id for k in keys}) == len(keys):
                 # Every one of them went in: they are what the key store holds.
-                return {
-                    k.subject_id: StoredKey(k.subject_id, k.key_id, kek_of(k.wrapped), k.wrapped)
-                    for k in keys
-                }
+                return {k.subject_id: k for k in named}
             return _keys_of(connection, (k.subject_id for k in keys))
 
     def destroy(self, subject_id: str, *, now: datetime) -> StoredKey | None:

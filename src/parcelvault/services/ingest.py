@@ -55,10 +55,14 @@ class Problem:
     problem: FieldProblem
 
 
+SealedRow: TypeAlias = tuple[str, str, str, str, bytes]
+"""A sealed value as stored, its cells in `store.SEALED_COLUMNS` order."""
+
+
 @dataclass
 class PreparedShipments:
     rows: list[dict[str, Any]] = field(default_factory=list)
-    sealed: list[dict[str, Any]] = field(default_factory=list)
+    sealed: list[SealedRow] = field(default_factory=list)
     subjects: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     already_stored: list[int] = field(default_factory=list)
@@ -69,7 +73,7 @@ class PreparedShipments:
 class PreparedEvents:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     """Event rows, their cells in `store.EVENT_COLUMNS` order."""
-    sealed: list[dict[str, Any]] = field(default_factory=list)
+    sealed: list[SealedRow] = field(default_factory=list)
     status_updates: list[dict[str, Any]] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
@@ -194,7 +198,7 @@ def _seal_all(
     record_id: str,
     values: dict[str, str],
     policy: Policy,
-) -> list[dict[str, Any]]:
+) -> list[SealedRow]:
     cipher = keys.cipher(subject_id)
     if cipher is None:
         raise LookupError(f"no data key for subject {subject_id} was loaded")
@@ -211,24 +215,16 @@ def _seal_values(
     values: dict[str, str],
     policy: Policy,
     random_bytes: RandomBytes,
-) -> list[dict[str, Any]]:
+) -> list[SealedRow]:
     """Sealed rows of one record (a shipment, or an event's proof) of a shipment; the
     associated data names the record, `shipment_id` only places the row."""
-    rows = []
+    rows: list[SealedRow] = []
     for name, value in values.items():
         if not policy.is_personal(name):
             raise ValueError(f"{name} has no policy rule; refusing to store it")
-        rows.append(
-            {
-                "shipment_id": shipment_id,
-                "record_id": record_id,
-                "field": name,
-                "subject_id": subject_id,
-                "value": seal(
-                    cipher, value, associated_data(subject_id, record_id, name), random_bytes
-                ),
-            }
-        )
+        ad = associated_data(subject_id, record_id, name)
+        sealed = seal(cipher, value, ad, random_bytes)
+        rows.append((shipment_id, record_id, name, subject_id, sealed))
     return rows
 
 
@@ -295,7 +291,7 @@ def preseal_shipments(
                     keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
                 ),
                 tuple(
-                    (row["field"], row["value"])
+                    (row[2], row[4])
                     for row in _seal_values(
                         cipher,
                         subject,
@@ -389,14 +385,7 @@ def prepare_shipments(
         if early is not None and early.key.key_id == keys.key_id(subject):
             record_id, digest = early.record_id, early.postcode_digest
             prepared.sealed.extend(
-                {
-                    "shipment_id": record_id,
-                    "record_id": record_id,
-                    "field": name,
-                    "subject_id": subject,
-                    "value": value,
-                }
-                for name, value in early.sealed
+                (record_id, record_id, name, subject, value) for name, value in early.sealed
             )
         else:
             record_id = new_record_id(keys.random_bytes)

@@ -158,17 +158,18 @@ def bulk_insert_tuples(
     *,
     skip_duplicates: bool,
     text_stamps: bool = False,
-) -> None:
+) -> int:
     """`bulk_insert` for rows already shaped as tuples in `columns` order: on SQLite
     only the timestamp and date cells are rewritten, in place of building a dict and
     then a tuple per row; with `text_stamps` the timestamps are already the text
-    `sqlite_datetime` makes and the rows go to the driver as they are."""
+    `sqlite_datetime` makes and the rows go to the driver as they are. Returns the
+    number of rows inserted as the driver counts them."""
     if not rows:
-        return
+        return 0
     sql, order = _compiled_insert(connection, table, columns, skip_duplicates)
     if connection.dialect.paramstyle != "qmark":
-        connection.exec_driver_sql(sql, [dict(zip(columns, row, strict=True)) for row in rows])
-        return
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+        return int(connection.exec_driver_sql(sql, params).rowcount)
     if order != columns:
         position = {name: i for i, name in enumerate(columns)}
         getter = itemgetter(*(position[name] for name in order))
@@ -178,10 +179,8 @@ def bulk_insert_tuples(
     days = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, Date)]
     if text_stamps:
         stamps = []
-    if stamps or days:
-        connection.exec_driver_sql(sql, _with_text_stamps(rows, stamps, days))
-    else:
-        connection.exec_driver_sql(sql, rows)
+    bound = _with_text_stamps(rows, stamps, days) if stamps or days else rows
+    return int(connection.exec_driver_sql(sql, bound).rowcount)
 
 
 _DRIVER_MANY: dict[tuple[int, str], tuple[str, tuple[str, ...], dict[str, Any], list[int]]] = {}
@@ -375,11 +374,18 @@ def tracking_numbers_of_others(
     return found
 
 
+SEALED_COLUMNS = ("shipment_id", "record_id", "field", "subject_id", "value")
+"""The order of the cells of a sealed-value row given to `insert_shipments` and
+`insert_events`."""
+
+
 def insert_shipments(
-    connection: Connection, shipment_rows: list[dict[str, Any]], sealed_rows: list[dict[str, Any]]
+    connection: Connection,
+    shipment_rows: list[dict[str, Any]],
+    sealed_rows: list[tuple[str, str, str, str, bytes]],
 ) -> None:
     bulk_insert(connection, shipments, shipment_rows, skip_duplicates=False)
-    bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
+    bulk_insert_tuples(connection, sealed_fields, SEALED_COLUMNS, sealed_rows, skip_duplicates=True)
 
 
 class HandledShipment(NamedTuple):
@@ -623,7 +629,7 @@ def status_reasons(connection: Connection, shipment_ids: Iterable[str]) -> dict[
 def insert_events(
     connection: Connection,
     event_rows: list[tuple[Any, ...]],
-    sealed_rows: list[dict[str, Any]],
+    sealed_rows: list[tuple[str, str, str, str, bytes]],
     status_updates: list[dict[str, Any]],
     *,
     written_with_status: Set[str] = frozenset(),
@@ -637,7 +643,7 @@ def insert_events(
     bulk_insert_tuples(
         connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
     )
-    bulk_insert(connection, sealed_fields, sealed_rows, skip_duplicates=True)
+    bulk_insert_tuples(connection, sealed_fields, SEALED_COLUMNS, sealed_rows, skip_duplicates=True)
     # In id order: this takes every row lock the batch needs in one global order, so
     # concurrent batches cannot deadlock on PostgreSQL.
     advances = {row["sid"]: row for row in status_updates}
