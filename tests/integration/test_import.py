@@ -517,8 +517,9 @@ def test_a_file_validated_in_other_processes_imports_exactly_as_in_one(
         )
 
 
-def test_where_the_file_cannot_be_reopened_one_process_validates_it_all(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("reopens", [True, False])
+def test_two_processes_validate_where_the_file_can_be_reopened_else_one(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reopens: bool
 ) -> None:
     _tenant(vault)
     path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 30)])
@@ -535,66 +536,12 @@ def test_where_the_file_cannot_be_reopened_one_process_validates_it_all(
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording_start)
     monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
     monkeypatch.setattr(importer, "validators", lambda: 2)
-    monkeypatch.setattr(importer, "open", no_reopening, raising=False)
+    if not reopens:
+        monkeypatch.setattr(importer, "open", no_reopening, raising=False)
     report = _import(vault, path, chunk_size=4)
-    assert started == ["parcelvault-import-validator-1"]
+    expected = ["parcelvault-import-validator-1", "parcelvault-import-validator-2"]
+    assert started == (expected if reopens else expected[:1])
     assert (report.shipments_created, report.events_accepted) == (1, 29)
-
-
-def test_two_validators_are_started_where_the_file_can_be_reopened(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _tenant(vault)
-    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A)] + [_event(A, n) for n in range(1, 30)])
-    started: list[str] = []
-    start = multiprocessing.process.BaseProcess.start
-
-    def recording_start(process: multiprocessing.process.BaseProcess) -> None:
-        started.append(process.name)
-        start(process)
-
-    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", recording_start)
-    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(importer, "validators", lambda: 2)
-    report = _import(vault, path, chunk_size=4)
-    assert started == ["parcelvault-import-validator-1", "parcelvault-import-validator-2"]
-    assert (report.shipments_created, report.events_accepted) == (1, 29)
-
-
-def test_results_do_not_depend_on_the_chunk_size(vault: Vault, tmp_path: Path) -> None:
-    _tenant(vault)
-    lines: list[dict[str, Any]] = [_event(B, 1), _shipment(A), _event(A, 1), _shipment(B)]
-    lines += [_event(A, n) for n in range(2, 9)] + [_shipment(A), _event(B, 2), _event(A, 1)]
-    path = _jsonl(tmp_path / "in.jsonl", lines)
-    reports = [_import(vault, path, dry_run=True, chunk_size=size) for size in (1, 2, 3, 5, 100)]
-    # Only the wording may differ: within one chunk the importer can name the later line.
-    for report in reports:
-        assert _rejected(report) == {(1, "tracking_number")}
-        assert dataclasses.replace(report, rejections=[]) == dataclasses.replace(
-            reports[0], rejections=[]
-        )
-    assert (reports[0].shipments_created, reports[0].shipments_present) == (2, 1)
-    assert (reports[0].events_accepted, reports[0].events_duplicate) == (9, 1)
-
-
-def test_a_chunk_boundary_inside_a_shipments_events_keeps_its_status_right(
-    any_vault: Vault, tmp_path: Path
-) -> None:
-    tenant_id = _tenant(any_vault)
-    lines = [
-        _shipment(A),
-        _event(A, 1, "info_received"),
-        _event(A, 2),
-        _event(A, 3),
-        _event(A, 5, "out_for_delivery"),
-        _event(A, 6, "delivered"),
-        _event(A, 4),  # arrives late with an earlier time: joins the timeline only
-    ]
-    report = _import(any_vault, _jsonl(tmp_path / "in.jsonl", lines), chunk_size=3)
-    assert (report.events_accepted, report.rejected_lines) == (6, 0)
-    view = tracking.merchant_view(vault=any_vault, tenant_id=tenant_id, raw_number=A)
-    assert view.status is Status.DELIVERED
-    assert len(view.timeline) == 6
 
 
 def _shipment_states(vault: Vault, tenant_id: int) -> dict[str, tuple[Any, ...]]:
