@@ -291,8 +291,8 @@ def preseal_shipments(
                     keyring.lookup_key, record_id=record_id, postcode=shipment.destination.postcode
                 ),
                 tuple(
-                    (row[2], row[4])
-                    for row in _seal_values(
+                    (name, value)
+                    for _, _, name, _, value in _seal_values(
                         cipher,
                         subject,
                         record_id,
@@ -546,7 +546,7 @@ def flat_event(
     at_us = utc = None
     if offset is not None:
         # Naive arithmetic: an aware datetime asks its tzinfo for the offset again at
-        # every step (a sixth of flattening an event went there).
+        # every step.
         try:
             utc = occurred_at.replace(tzinfo=None) - offset
         except OverflowError:  # within a day of datetime's range
