@@ -662,6 +662,8 @@ class _ChildFeed:
         self._handles: list[IO[bytes]] = []
 
     def chunks(self) -> Iterator[_Chunk]:
+        """Starts the validators at once (so they work while the writer gets ready: a dry
+        run's scratch copy, the connection) and returns their chunks in order."""
         context = multiprocessing.get_context("fork")
         handles = [self._handle, *self._own_handles(validators() - 1)]
         for mine, handle in enumerate(handles):
@@ -677,6 +679,9 @@ class _ChildFeed:
             self._processes.append(process)
             process.start()
             sending.close()
+        return self._received()
+
+    def _received(self) -> Iterator[_Chunk]:
         for turn in itertools.count():
             pipe = self._pipes[turn % len(self._pipes)]
             try:
