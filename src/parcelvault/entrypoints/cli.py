@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -279,9 +280,10 @@ def main() -> None:
         if not teardown_skippable():
             raise
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-        if isinstance(done.code, str):
-            print(done.code, file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with suppress(OSError):  # a reader that went away (`| head`) misses nothing more
+            if isinstance(done.code, str):
+                print(done.code, file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
         logging.shutdown()
         os._exit(code)
