@@ -41,6 +41,31 @@ def test_a_merchant_read_of_personal_fields_leaves_an_access_record(
     )
 
 
+def test_every_merchant_read_leaves_its_record_and_sees_the_latest_scan_though_views_are_cached(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault
+) -> None:
+    created = any_client.post(
+        "/api/v1/shipments", json=shipment_payload(), headers=bearer(any_shop_key)
+    )
+    number = created.json()["tracking_number"]
+    before = len(_records(any_vault))
+    reads = [
+        any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
+        for _ in range(3)
+    ]
+    assert [read.status_code for read in reads] == [200, 200, 200]
+    assert reads[1].json() == reads[0].json()
+    assert len(_records(any_vault)) == before + 3
+    scan = {"event_id": "cache-1", "time": "2026-11-02T08:00:00+00:00", "status": "in_transit"}
+    posted = any_client.post(
+        f"/api/v1/shipments/{number}/events", json=scan, headers=bearer(any_shop_key)
+    )
+    assert posted.status_code == 201, posted.text
+    after = any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
+    assert after.json()["status"] == "in_transit"
+    assert len(_records(any_vault)) == before + 4
+
+
 def test_public_and_recipient_views_leave_no_access_record(
     client: TestClient, shop_key: str, vault: Vault
 ) -> None:

@@ -140,10 +140,14 @@ def build_view(
 ) -> TrackingView:
     """The view of one shipment for one viewer. If it discloses personal fields to
     anyone but their subject, the access record is written on `connection`, so the
-    caller's transaction holds the read and its record together."""
-    view, record = assemble(
-        vault=vault, snapshot=load_snapshot(connection, shipment, vault.keystore), viewer=viewer
-    )
+    caller's transaction holds the read and its record together. The snapshot comes
+    from the cache when this version of the shipment was read recently (every change
+    to what a snapshot holds advances the version)."""
+    snapshot: Snapshot | None = vault.snapshots.get("snapshot", shipment.id, shipment.version)
+    if snapshot is None:
+        snapshot = load_snapshot(connection, shipment, vault.keystore)
+        vault.snapshots.put("snapshot", shipment.id, shipment.version, snapshot)
+    view, record = assemble(vault=vault, snapshot=snapshot, viewer=viewer)
     if record is not None:
         store.insert_access(connection, record)
     return view

@@ -42,6 +42,9 @@ class VersionedCache(Generic[T]):
         self._entries.move_to_end(key)
         return value
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def put(self, kind: str, shipment_id: str, version: int, value: T) -> None:
         key = (kind, shipment_id, version)
         self._entries[key] = (self.clock(), value)
