@@ -14,13 +14,15 @@ def _records(vault: Vault) -> list[dict[str, object]]:
     return [dict(row._mapping) for row in rows]
 
 
+def _created(client: TestClient, key: str) -> str:
+    created = client.post("/api/v1/shipments", json=shipment_payload(), headers=bearer(key))
+    return str(created.json()["tracking_number"])
+
+
 def test_a_merchant_read_of_personal_fields_leaves_an_access_record(
     any_client: TestClient, any_shop_key: str, any_vault: Vault
 ) -> None:
-    created = any_client.post(
-        "/api/v1/shipments", json=shipment_payload(), headers=bearer(any_shop_key)
-    )
-    number = created.json()["tracking_number"]
+    number = _created(any_client, any_shop_key)
     before = len(_records(any_vault))
     read = any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
     assert read.status_code == 200
@@ -44,10 +46,7 @@ def test_a_merchant_read_of_personal_fields_leaves_an_access_record(
 def test_every_merchant_read_leaves_its_record_and_sees_the_latest_scan_though_views_are_cached(
     any_client: TestClient, any_shop_key: str, any_vault: Vault
 ) -> None:
-    created = any_client.post(
-        "/api/v1/shipments", json=shipment_payload(), headers=bearer(any_shop_key)
-    )
-    number = created.json()["tracking_number"]
+    number = _created(any_client, any_shop_key)
     before = len(_records(any_vault))
     reads = [
         any_client.get(f"/api/v1/shipments/{number}", headers=bearer(any_shop_key))
