@@ -39,8 +39,8 @@ WRAP_V1 = b"\x01"
 WRAP_V2 = b"\x02"
 _KEK_FILE = re.compile(r"^kek-(\d{1,5})\.key$")
 KEK_REFRESH_SECONDS = 1.0
-DATA_KEY_BYTES = 32
 """How often a running keyring looks for a newer key-encryption key before wrapping."""
+DATA_KEY_BYTES = 32
 
 
 class KeyFolderError(Exception):

@@ -730,8 +730,8 @@ class _ChildFeed:
 
 def validators() -> int:
     """How many processes validate a large file: two where there are at least two CPU
-    cores. The writer spends part of its time waiting on SQLite and its commits, and a
-    second validator fills that time."""
+    cores. One validator took about as long per chunk as the writer, so the writer
+    waited for it; with two, each has half the chunks."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -107,6 +107,16 @@ class WithoutStoring:
         return kept
 
 
+def new_subject_key(
+    keyring: Keyring, subject_id: str, random_bytes: RandomBytes
+) -> tuple[bytes, StoredKey]:
+    """A new data key for a subject, and its key-store form (wrapped by the current
+    key-encryption key)."""
+    data_key = keyring.new_data_key(random_bytes)
+    wrapped = keyring.wrap(data_key, subject_id, random_bytes)
+    return data_key, StoredKey(subject_id, new_key_id(random_bytes), keyring.kek_id, wrapped)
+
+
 class SubjectKeys:
     """Data keys of the subjects one batch touches: created when new, unwrapped when
     first needed.
@@ -164,10 +174,7 @@ class SubjectKeys:
         for sid in fresh:
             key = offers.get(sid)
             if key is None:
-                draw = self.random_bytes
-                raw[sid] = data_key = self._keyring.new_data_key(draw)
-                wrapped = self._keyring.wrap(data_key, sid, draw)
-                key = StoredKey(sid, new_key_id(draw), self._keyring.kek_id, wrapped)
+                raw[sid], key = new_subject_key(self._keyring, sid, self.random_bytes)
             made.append(key)
         stored.update(self._keystore.add(made, now=self._now))
         ours = {key.subject_id: key.key_id for key in made}
@@ -273,9 +280,7 @@ def preseal_shipments(
             keyring.lookup_key, email=contact.email, phone=contact.phone
         ) or secrets.token_hex(32)
         if subject not in ciphers:
-            data_key = keyring.new_data_key(draw)
-            wrapped = keyring.wrap(data_key, subject, draw)
-            key = StoredKey(subject, new_key_id(draw), keyring.kek_id, wrapped)
+            data_key, key = new_subject_key(keyring, subject, draw)
             ciphers[subject] = (key, AESGCM(data_key))
         key, cipher = ciphers[subject]
         record_id = new_record_id(draw)

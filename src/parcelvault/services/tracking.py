@@ -124,6 +124,17 @@ class Snapshot:
         return tuple(_entry(row, {}) for row in self.events)
 
 
+def _snapshot_at_version(connection: Connection, vault: Vault, shipment: AnyRow) -> Snapshot:
+    """The snapshot of `shipment` at the version its row says, from the cache when that
+    version was read recently (every change to what a snapshot holds advances it)."""
+    cached: Snapshot | None = vault.snapshots.get("snapshot", shipment.id, shipment.version)
+    if cached is not None:
+        return cached
+    snapshot = load_snapshot(connection, shipment, vault.keystore)
+    vault.snapshots.put("snapshot", shipment.id, shipment.version, snapshot)
+    return snapshot
+
+
 def load_snapshot(connection: Connection, shipment: AnyRow, keystore: KeyStore) -> Snapshot:
     event_rows = store.events_of(connection, shipment.id)
     key = keystore.get_one(shipment.subject_id)
@@ -140,13 +151,9 @@ def build_view(
 ) -> TrackingView:
     """The view of one shipment for one viewer. If it discloses personal fields to
     anyone but their subject, the access record is written on `connection`, so the
-    caller's transaction holds the read and its record together. The snapshot comes
-    from the cache when this version of the shipment was read recently (every change
-    to what a snapshot holds advances the version)."""
-    snapshot: Snapshot | None = vault.snapshots.get("snapshot", shipment.id, shipment.version)
-    if snapshot is None:
-        snapshot = load_snapshot(connection, shipment, vault.keystore)
-        vault.snapshots.put("snapshot", shipment.id, shipment.version, snapshot)
+    caller's transaction holds the read and its record together. The snapshot may come
+    from the cache (`_snapshot_at_version`)."""
+    snapshot = _snapshot_at_version(connection, vault, shipment)
     view, record = assemble(vault=vault, snapshot=snapshot, viewer=viewer)
     if record is not None:
         store.insert_access(connection, record)
@@ -322,10 +329,7 @@ def snapshot_of(*, vault: Vault, resolved: Resolved) -> Snapshot:
         shipment = store.shipment_by_id(connection, resolved.shipment_id)
         if shipment is None:
             raise NotFound()
-        snapshot = load_snapshot(connection, shipment, vault.keystore)
-    if shipment.version == resolved.version:
-        vault.snapshots.put("snapshot", resolved.shipment_id, resolved.version, snapshot)
-    return snapshot
+        return _snapshot_at_version(connection, vault, shipment)
 
 
 def view_of(*, vault: Vault, resolved: Resolved) -> TrackingView:
