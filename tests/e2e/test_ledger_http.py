@@ -457,6 +457,29 @@ def test_a_consent_entry_is_shown_only_to_a_recipient_of_its_subject(ledger: Led
     assert shown["body"]["notifications"] == "email"
 
 
+def test_a_correction_entry_is_shown_only_to_the_recipient_of_its_shipment(
+    ledger: Ledger,
+) -> None:
+    mover = Canaries()
+    number = ship(ledger.client, ledger.key, mover)
+    cookie = recipient_cookie(ledger.client, number, mover.postcode)
+    corrected = ledger.client.post(
+        f"/api/v1/track/{number}/address", json={"street": [mover.street, "Flat 9"]}, headers=cookie
+    )
+    assert corrected.status_code == 200, corrected.text
+    ledger.sequence_and_sign()
+
+    (index,) = ledger.indexes("correction")
+    url = f"/api/v1/ledger/entries/{index}"
+    other_recipient = recipient_cookie(ledger.client, ledger.number, ledger.canaries.postcode)
+    assert ledger.client.get(url).json()["withheld"] is True
+    assert ledger.client.get(url, headers=other_recipient).json()["withheld"] is True
+    shown = ledger.client.get(url, headers=cookie)
+    assert shown.json()["body"]["fields"] == ["destination.street"]
+    assert shown.json()["body"]["shipment"] == ledger.shipment_id(number)
+    assert mover.street not in shown.text
+
+
 def test_an_erased_entry_shows_no_body_to_anyone_and_still_proves(ledger: Ledger) -> None:
     checkpoint = ledger.sequence_and_sign()
     (index, *_) = ledger.indexes("access")

@@ -1,18 +1,25 @@
 """Address corrections on SQLite and PostgreSQL: allowed before the parcel is out for
 delivery and after the courier reports a problem with the address, re-sealed under the
-subject's key, logged by field name, visible at once (version bump), and refused for bad
-values and erased subjects."""
+subject's key, logged by field name (a table row and a ledger entry), visible at once
+(version bump), and refused for bad values and erased subjects."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
+from parcelvault.adapters.db.tables import (
+    address_corrections,
+    ledger_entries,
+    sealed_fields,
+    shipments,
+)
 from parcelvault.domain.errors import Conflict, Gone, InvalidInput, NotFound
+from parcelvault.ledger import log as ledger_log
 from parcelvault.services import corrections, erasure, tracking
 from parcelvault.services.tracking import WrongPostcode
 from parcelvault.services.vault import Vault
@@ -261,3 +268,71 @@ def test_a_corrected_canary_street_never_reaches_the_raw_sqlite_file(
         if path.name.startswith(database.name)
     )
     assert canaries.found_in(raw) == []
+
+
+def ledger_bodies(vault: Vault, kind: str) -> list[tuple[int, bytes | None]]:
+    with vault.engine.connect() as connection:
+        rows = connection.execute(
+            select(ledger_entries.c.idx, ledger_entries.c.body)
+            .where(ledger_entries.c.kind == kind)
+            .order_by(ledger_entries.c.idx)
+        ).all()
+    return [(int(r.idx), r.body) for r in rows]
+
+
+def test_a_correction_is_a_ledger_entry_naming_its_fields_but_not_their_values(
+    any_vault: Vault, canaries: Canaries
+) -> None:
+    _, shipment, subject = plant(any_vault)
+    correct(any_vault, shipment, street=canaries.street, postcode=canaries.postcode)
+
+    ledger_log.sequence(any_vault.engine, now=any_vault.clock())
+
+    [(index, body)] = ledger_bodies(any_vault, "correction")
+    assert body is not None
+    entry = orjson.loads(body)
+    assert entry["shipment"] == shipment
+    assert entry["subject"] == subject
+    assert entry["fields"] == ["destination.postcode", "destination.street"]
+    assert entry["source"] == "recipient_api"
+    assert canaries.street.encode() not in body
+    assert canaries.postcode.encode() not in body
+    with any_vault.engine.connect() as connection:
+        assert ledger_log.index_of_ref(connection, corrections.ledger_ref(entry["correction"])) == (
+            index
+        )
+        [past] = corrections.history(connection, [shipment])[shipment]
+    assert (past.fields, past.ledger_index) == (
+        ("destination.postcode", "destination.street"),
+        index,
+    )
+
+
+def test_asking_for_the_stored_address_adds_no_ledger_entry(any_vault: Vault) -> None:
+    _, shipment, _ = plant(any_vault)
+
+    correct(any_vault, shipment, street="12 Example Street")
+    ledger_log.sequence(any_vault.engine, now=any_vault.clock())
+
+    assert ledger_bodies(any_vault, "correction") == []
+
+
+@pytest.mark.parametrize("sequenced_first", [True, False])
+def test_erasing_the_subject_erases_the_body_of_its_correction_entries(
+    any_vault: Vault, sequenced_first: bool
+) -> None:
+    _, shipment, subject = plant(any_vault)
+    _, other_shipment, _ = plant(any_vault, recipient={"name": "Other Person", "email": "o@x.test"})
+    correct(any_vault, shipment, street="1 First Road")
+    correct(any_vault, other_shipment, street="2 Other Road")
+    if sequenced_first:
+        ledger_log.sequence(any_vault.engine, now=any_vault.clock())
+
+    erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="operator")
+    ledger_log.sequence(any_vault.engine, now=any_vault.clock())
+
+    bodies = [body for _, body in ledger_bodies(any_vault, "correction")]
+    assert len(bodies) == 2
+    assert bodies.count(None) == 1
+    kept = orjson.loads(next(body for body in bodies if body is not None))
+    assert kept["shipment"] == other_shipment

@@ -15,9 +15,11 @@ from parcelvault.adapters.db.tables import access_records, consents, shipments
 from parcelvault.domain.errors import NotFound
 from parcelvault.entrypoints.api.app import create_app
 from parcelvault.entrypoints.cli import app as cli
-from parcelvault.services import erasure, export, holds, tenants
+from parcelvault.ledger import log as ledger_log
+from parcelvault.services import corrections, erasure, export, holds, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
+from tests.integration.subject_helpers import plant
 from tests.integration.test_erasure import _ship, _subject
 
 
@@ -108,6 +110,31 @@ def test_the_export_page_escapes_what_people_typed(
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Zyx" in page
     assert canaries.street in page
+
+
+def test_the_export_lists_address_corrections_with_their_ledger_entries(vault: Vault) -> None:
+    _, shipment, subject = plant(vault)
+    corrections.correct_address(
+        vault=vault,
+        shipment_id=shipment,
+        changes={"destination.street": "3 Corrected Lane"},
+        source="recipient_api",
+    )
+    before = export.export_subject(vault=vault, subject_id=subject, requested_by="subject")
+    ledger_log.sequence(vault.engine, now=vault.clock())
+
+    data = export.export_subject(vault=vault, subject_id=subject, requested_by="subject")
+
+    [waiting] = before["shipments"][0]["address_corrections"]
+    [placed] = data["shipments"][0]["address_corrections"]
+    assert waiting["ledger_index"] is None
+    assert placed["fields"] == ["destination.street"]
+    assert placed["source"] == "recipient_api"
+    assert isinstance(placed["ledger_index"], int)
+    assert data["shipments"][0]["personal_data"]["destination.street"] == "3 Corrected Lane"
+    page = export.render_html(data)
+    assert "Address corrections" in page
+    assert f"#{placed['ledger_index']}" in page
 
 
 def test_after_erasure_there_is_nothing_personal_to_export(

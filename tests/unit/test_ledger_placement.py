@@ -1,12 +1,14 @@
 """How the sequencer turns queued references into placements: consents by runs of row
-ids, everything else into `ledger_refs`."""
+ids, everything else into `ledger_refs`; and what the queue's columns must hold."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from parcelvault.ledger.log import _queue_refs
+from parcelvault.adapters.db.tables import ledger_entries, ledger_queue
+from parcelvault.ledger.log import KINDS, _queue_refs
+from parcelvault.services.corrections import ledger_ref
 
 
 def test_consecutive_consents_placed_consecutively_share_one_run() -> None:
@@ -37,3 +39,15 @@ def test_every_consent_gets_the_index_of_its_own_entry(items: list[int | str | N
             expected.setdefault(item, []).append(index)
     assert placed == expected
     assert named == [(ref, i) for i, ref in enumerate(refs, 1000) if ref in ("kek:1", "x")]
+
+
+def test_every_entry_kind_fits_the_kind_columns() -> None:
+    for table in (ledger_queue, ledger_entries):
+        length = table.c.kind.type.length
+        assert length is not None
+        assert [kind for kind in KINDS if len(kind) > length] == []
+
+
+def test_a_correction_reference_goes_to_ledger_refs() -> None:
+    runs, named = _queue_refs([ledger_ref(7)], 40)
+    assert (runs, named) == ([], [("correction:7", 40)])

@@ -2,9 +2,9 @@
 
 Leaves
 ------
-Each entry has a kind (`access`, `event`, `consent`, `erasure`, `key_rotation`,
-`policy_change`), a body (canonical JSON: sorted keys, no spaces) and 16 random bytes of
-salt. Its leaf is
+Each entry has a kind (`access`, `event`, `consent`, `correction`, `erasure`,
+`key_rotation`, `policy_change`), a body (canonical JSON: sorted keys, no spaces) and 16
+random bytes of salt. Its leaf is
 
     leaf data = b"parcelvault-ledger/v1\\n" || kind || b"\\n" || SHA-256(salt || body)
     leaf hash = SHA-256(0x00 || leaf data)                       (RFC 6962)
@@ -72,7 +72,17 @@ from parcelvault.adapters.db.tables import (
 from parcelvault.ledger import merkle
 from parcelvault.ledger.note import Signer, format_checkpoint, sign_note
 
-KINDS = frozenset({"access", "event", "consent", "erasure", "key_rotation", "policy_change"})
+KINDS = frozenset(
+    {
+        "access",
+        "event",
+        "consent",
+        "correction",
+        "erasure",
+        "key_rotation",
+        "policy_change",
+    }
+)
 LEAF_PREFIX = b"parcelvault-ledger/v1\n"
 SALT_BYTES = 16
 ADVISORY_LOCK_KEY = 0x70766C6564676572  # "pvledger"

@@ -5,14 +5,16 @@ policy declares it), before the parcel is out for delivery, and again when the c
 reports a problem with the address (an exception or a failed attempt for
 `address_problem`), so the next attempt goes to the right place. The new values
 are sealed under the subject's data key like any personal value; `address_corrections`
-keeps which fields changed and when, never the values. A postcode correction also
+keeps which fields changed and when, never the values, and so does the correction's
+`correction` entry in the transparency ledger (queued in the same transaction),
+so when the address on file changed can be proven later. A postcode correction also
 replaces the keyed postcode hash, so the old postcode no longer verifies (a recipient
 cookie already issued stays valid: it is bound to the shipment, not to the postcode).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,11 +23,17 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import Connection, delete, select, update
 
 from parcelvault.adapters.db import store
-from parcelvault.adapters.db.tables import address_corrections, sealed_fields, shipments
+from parcelvault.adapters.db.tables import (
+    address_corrections,
+    ledger_refs,
+    sealed_fields,
+    shipments,
+)
 from parcelvault.crypto import keyed_hash
 from parcelvault.crypto.sealing import associated_data, open_records, seal
 from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
 from parcelvault.domain.statuses import Reason, Status
+from parcelvault.ledger import log as ledger_log
 from parcelvault.services.consent import SOURCE
 from parcelvault.services.vault import Vault
 from parcelvault.services.write_turn import read_then_write
@@ -141,8 +149,8 @@ def correct_address(
 ) -> Correction:
     """Correct `changes` (policy field name -> new value; the street as its lines
     joined by newlines, as ingest stores it; empty notes remove them). One
-    transaction: re-sealed values, the new postcode hash, the correction record and a
-    version bump, so every cached view of the shipment is rebuilt."""
+    transaction: re-sealed values, the new postcode hash, the correction record, its
+    ledger entry and a version bump, so every cached view of the shipment is rebuilt."""
     if not SOURCE.match(source):
         raise ValueError("source must be 1-16 lowercase letters and underscores")
     checked = checked_changes(changes, correctable_fields(vault))
@@ -205,12 +213,70 @@ def correct_address(
                 vault.keyring.lookup_key, record_id=shipment_id, postcode=new_postcode
             )
         connection.execute(update(shipments).where(shipments.c.id == shipment_id).values(bump))
-        connection.execute(
+        inserted = connection.execute(
             address_corrections.insert().values(
                 shipment_id=shipment_id, fields=",".join(names), source=source, at=now
             )
+        ).inserted_primary_key
+        assert inserted is not None
+        correction_id = int(inserted[0])
+        ledger_log.enqueue(
+            connection,
+            kind="correction",
+            body={
+                "correction": correction_id,
+                "shipment": shipment_id,
+                "subject": shipment.subject_id,
+                "fields": names,
+                "source": source,
+                "at": now.isoformat(),
+            },
+            subject_id=shipment.subject_id,
+            ref=ledger_ref(correction_id),
+            now=now,
         )
     return Correction(shipment_id, tuple(names), now)
+
+
+def ledger_ref(correction_id: int) -> str:
+    """The reference a correction's ledger entry is found by (`ledger_refs`)."""
+    return f"correction:{correction_id}"
+
+
+@dataclass(frozen=True)
+class PastCorrection:
+    fields: tuple[str, ...]
+    source: str
+    at: datetime
+    ledger_index: int | None
+    """None until the sequencer has placed its entry."""
+
+
+def history(connection: Connection, shipment_ids: Sequence[str]) -> dict[str, list[PastCorrection]]:
+    """The corrections of these shipments, oldest first, each with its ledger entry."""
+    rows: list[store.AnyRow] = []
+    for chunk in store.chunks(sorted(set(shipment_ids))):
+        rows.extend(
+            connection.execute(
+                select(address_corrections).where(address_corrections.c.shipment_id.in_(chunk))
+            )
+        )
+    rows.sort(key=lambda row: row.id)
+    placed: dict[str, int] = {}
+    for chunk in store.chunks([ledger_ref(row.id) for row in rows]):
+        query = select(ledger_refs.c.ref, ledger_refs.c.idx).where(ledger_refs.c.ref.in_(chunk))
+        placed.update((ref, int(index)) for ref, index in connection.execute(query))
+    found: dict[str, list[PastCorrection]] = {}
+    for row in rows:
+        found.setdefault(row.shipment_id, []).append(
+            PastCorrection(
+                tuple(name for name in row.fields.split(",") if name),
+                row.source,
+                row.at,
+                placed.get(ledger_ref(row.id)),
+            )
+        )
+    return found
 
 
 def _opened(

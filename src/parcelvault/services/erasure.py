@@ -33,12 +33,14 @@ from sqlalchemy import Connection, delete, func, insert, select, union_all, upda
 from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import (
     access_records,
+    address_corrections,
     consents,
     erasures,
     events,
     ledger_checkpoints,
     ledger_entries,
     ledger_queue,
+    ledger_refs,
     otp_challenges,
     sealed_fields,
     shipments,
@@ -48,6 +50,7 @@ from parcelvault.adapters.db.tables import (
 from parcelvault.crypto.keyed_hash import ERASED_DIGEST
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
+from parcelvault.services.corrections import ledger_ref as correction_ref
 from parcelvault.services.holds import UnderHold, active_holds_of_subject
 from parcelvault.services.vault import Vault
 
@@ -231,7 +234,8 @@ def _delete_sealed(connection: Connection, subject_id: str) -> None:
 
 def _erase_ledger_bodies(connection: Connection, subject_id: str, now: datetime) -> None:
     """Delete the body and salt of every placed entry about the subject, found through
-    the rows it records: its shipments' events, its access records and its consents."""
+    the rows it records: its shipments' events, its access records, its consents and
+    its address corrections."""
     placed = union_all(
         select(events.c.ledger_index)
         .join(shipments, shipments.c.id == events.c.shipment_id)
@@ -243,13 +247,38 @@ def _erase_ledger_bodies(connection: Connection, subject_id: str, now: datetime)
             consents.c.subject_id == subject_id, consents.c.ledger_index.is_not(None)
         ),
     )
-    indexes = sorted(int(index) for index in connection.execute(placed).scalars())
+    indexes = sorted(
+        int(index)
+        for index in (
+            *connection.execute(placed).scalars(),
+            *_correction_entries(connection, subject_id),
+        )
+    )
     for chunk in chunks(indexes):
         connection.execute(
             update(ledger_entries)
             .where(ledger_entries.c.idx.in_(chunk), ledger_entries.c.body.is_not(None))
             .values(body=None, salt=None, erased_at=now)
         )
+
+
+def _correction_entries(connection: Connection, subject_id: str) -> list[int]:
+    """The placed ledger entries of the address corrections of the subject's shipments
+    (found by their `ledger_refs` reference)."""
+    corrected = select(address_corrections.c.id).join(
+        shipments, shipments.c.id == address_corrections.c.shipment_id
+    )
+    refs = [
+        correction_ref(row_id)
+        for row_id in connection.execute(
+            corrected.where(shipments.c.subject_id == subject_id)
+        ).scalars()
+    ]
+    found: list[int] = []
+    for chunk in chunks(refs):
+        query = select(ledger_refs.c.idx).where(ledger_refs.c.ref.in_(chunk))
+        found.extend(int(index) for index in connection.execute(query).scalars())
+    return found
 
 
 def receipt_details(*, vault: Vault, receipt_id: str) -> dict[str, Any]:

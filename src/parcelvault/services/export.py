@@ -3,9 +3,10 @@
 The export is JSON with a versioned schema, `parcelvault-export/1` (documented in
 docs/export.md), and the same content rendered as a page a person can read. It lists
 every shipment of the subject across tenants, every scan event, every personal field
-(opened with the subject's key), the consent history and every access record about
-them. An erased subject's export holds no personal value: the key that opened them is
-gone, so the shipments appear with `"erased": true` and nothing else personal.
+(opened with the subject's key), the address corrections (which fields, when), the
+consent history and every access record about them. An erased subject's export holds
+no personal value: the key that opened them is gone, so the shipments appear with
+`"erased": true` and nothing else personal.
 
 An export for the subject themself (privacy centre) is not an access record: people
 seeing their own data is not a disclosure. An operator's export (`parcelvault
@@ -29,6 +30,7 @@ from parcelvault.adapters.db.tables import access_records, consents, shipments, 
 from parcelvault.crypto.sealing import open_records
 from parcelvault.domain.errors import NotFound
 from parcelvault.privacy.access import AccessRecord
+from parcelvault.services import corrections
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.ledger_views import _actors
 from parcelvault.services.vault import Vault
@@ -106,6 +108,7 @@ def export_subject(
             connection.execute(about.order_by(access_records.c.at, access_records.c.id))
         )
         actors = _actors(connection, vault, access_rows)
+        corrected = corrections.history(connection, [row.id for row in rows])
     opened, has_key = _opened(vault, subject_id, sealed)
     exported_fields: set[str] = set()
     shipments_out = []
@@ -158,6 +161,15 @@ def export_subject(
                 ),
                 "erased": not has_key,
                 "events": events_out,
+                "address_corrections": [
+                    {
+                        "fields": list(c.fields),
+                        "source": c.source,
+                        "at": _iso(c.at),
+                        "ledger_index": c.ledger_index,
+                    }
+                    for c in corrected.get(row.id, [])
+                ],
             }
         )
     export = {
