@@ -19,7 +19,7 @@ from parcelvault.ledger import log as ledger_log
 from parcelvault.services import corrections, erasure, export, holds, tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, make_vault
-from tests.integration.subject_helpers import plant
+from tests.integration.subject_helpers import give, plant
 from tests.integration.test_erasure import _ship, _subject
 
 
@@ -71,6 +71,7 @@ def test_the_export_holds_every_shipment_event_personal_field_consent_and_access
             "notice_version": "abc123",
             "source": "recipient",
             "at": "2026-01-02T00:00:00+00:00",
+            "ledger_index": None,
         }
     ]
     # Creating each shipment showed it to its shop; then shop-a looked again.
@@ -112,8 +113,11 @@ def test_the_export_page_escapes_what_people_typed(
     assert canaries.street in page
 
 
-def test_the_export_lists_address_corrections_with_their_ledger_entries(vault: Vault) -> None:
+def test_the_export_lists_corrections_and_consents_with_their_ledger_entries(
+    vault: Vault,
+) -> None:
     _, shipment, subject = plant(vault)
+    give(vault, subject, "notify_email")
     corrections.correct_address(
         vault=vault,
         shipment_id=shipment,
@@ -132,9 +136,14 @@ def test_the_export_lists_address_corrections_with_their_ledger_entries(vault: V
     assert placed["source"] == "recipient_api"
     assert isinstance(placed["ledger_index"], int)
     assert data["shipments"][0]["personal_data"]["destination.street"] == "3 Corrected Lane"
+    [consent] = data["consents"]
+    assert before["consents"][0]["ledger_index"] is None
+    assert isinstance(consent["ledger_index"], int)
+    assert consent["ledger_index"] != placed["ledger_index"]
     page = export.render_html(data)
     assert "Address corrections" in page
     assert f"#{placed['ledger_index']}" in page
+    assert f"#{consent['ledger_index']}" in page
 
 
 def test_after_erasure_there_is_nothing_personal_to_export(

@@ -184,6 +184,7 @@ def export_subject(
                 "notice_version": c.notice_version,
                 "source": c.source,
                 "at": _iso(c.at),
+                "ledger_index": c.ledger_index,
             }
             for c in consent_rows
         ],
