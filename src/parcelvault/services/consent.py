@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, select
 
-from parcelvault.adapters.db.store import AnyRow
+from parcelvault.adapters.db.store import AnyRow, inserted_id
 from parcelvault.adapters.db.tables import consents, shipments, subjects
 from parcelvault.domain.errors import Conflict, FieldProblem, Gone, InvalidInput, NotFound
 from parcelvault.ledger import log as ledger_log
@@ -191,9 +191,7 @@ def set_consent(
             "shipment_id": shipment_id,
             "at": now,
         }
-        key = connection.execute(consents.insert().values(**values)).inserted_primary_key
-        assert key is not None
-        row_id = int(key[0])
+        row_id = inserted_id(connection, consents.insert().values(**values))
         ledger_log.enqueue(
             connection,
             kind="consent",

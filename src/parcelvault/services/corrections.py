@@ -213,13 +213,12 @@ def correct_address(
                 vault.keyring.lookup_key, record_id=shipment_id, postcode=new_postcode
             )
         connection.execute(update(shipments).where(shipments.c.id == shipment_id).values(bump))
-        inserted = connection.execute(
+        correction_id = store.inserted_id(
+            connection,
             address_corrections.insert().values(
                 shipment_id=shipment_id, fields=",".join(names), source=source, at=now
-            )
-        ).inserted_primary_key
-        assert inserted is not None
-        correction_id = int(inserted[0])
+            ),
+        )
         ledger_log.enqueue(
             connection,
             kind="correction",

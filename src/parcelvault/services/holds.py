@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
-from parcelvault.adapters.db.store import chunks
+from parcelvault.adapters.db.store import chunks, inserted_id
 from parcelvault.adapters.db.tables import legal_holds, shipments
 from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from parcelvault.services.tracking import find_shipment
@@ -87,17 +87,16 @@ def place(
         existing = [h for h in active_holds(connection, [shipment.id]) if h.case_ref == case_ref]
         if existing:
             raise Conflict(f"shipment is already held for {case_ref}")
-        result = connection.execute(
+        hold_id = inserted_id(
+            connection,
             legal_holds.insert().values(
                 shipment_id=shipment.id,
                 case_ref=case_ref,
                 placed_by=placed_by,
                 placed_at=now,
-            )
+            ),
         )
-        key = result.inserted_primary_key
-        assert key is not None
-        return Hold(int(key[0]), shipment.id, shipment.tracking_number, case_ref, placed_by, now)
+        return Hold(hold_id, shipment.id, shipment.tracking_number, case_ref, placed_by, now)
 
 
 def release(*, vault: Vault, hold_id: int, released_by: str) -> Hold:

@@ -41,7 +41,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
-from parcelvault.adapters.db.store import AnyRow
+from parcelvault.adapters.db.store import AnyRow, inserted_id
 from parcelvault.adapters.db.tables import access_records, reveals, staff, staff_sessions
 from parcelvault.crypto.sealing import associated_data, open_sealed, seal
 from parcelvault.domain.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound
@@ -227,18 +227,16 @@ def create_staff(*, vault: Vault, username: str, role: str, password: str) -> En
     seed = pyotp.random_base32() if role in TOTP_ROLES else None
     try:
         with vault.engine.begin() as connection:
-            result = connection.execute(
+            staff_id = inserted_id(
+                connection,
                 staff.insert().values(
                     username=name,
                     role=role,
                     password_hash=password_hash,
                     failed_logins=0,
                     created_at=now,
-                )
+                ),
             )
-            key = result.inserted_primary_key
-            assert key is not None
-            staff_id = int(key[0])
             if seed is not None:
                 sealed = vault.keyring.seal_secret(seed.encode(), f"totp:{staff_id}")
                 connection.execute(
@@ -543,7 +541,8 @@ def reveal(
         if key is None:
             raise Conflict("the personal details of this shipment were erased")
         cipher = vault.keyring.unwrap(key.wrapped, shipment.subject_id)
-        inserted = connection.execute(
+        record_id = inserted_id(
+            connection,
             access_records.insert().values(
                 at=now,
                 shipment_id=shipment.id,
@@ -555,10 +554,8 @@ def reveal(
                 purpose=SUPPORT_PURPOSE,
                 reason=reason,
                 reference=None,
-            )
-        ).inserted_primary_key
-        assert inserted is not None
-        record_id = int(inserted[0])
+            ),
+        )
         sealed = seal(
             cipher,
             reference,

@@ -233,11 +233,15 @@ def tenant_by_name(connection: Connection, name: str) -> AnyRow | None:
     return connection.execute(select(tenants).where(tenants.c.name == name)).first()
 
 
-def insert_tenant(connection: Connection, name: str, now: datetime) -> int:
-    result = connection.execute(tenants.insert().values(name=name, created_at=now))
-    key = result.inserted_primary_key
+def inserted_id(connection: Connection, statement: Any) -> int:
+    """Run a single-row INSERT into a table with an integer key; the new row's id."""
+    key = connection.execute(statement).inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def insert_tenant(connection: Connection, name: str, now: datetime) -> int:
+    return inserted_id(connection, tenants.insert().values(name=name, created_at=now))
 
 
 def insert_api_key(
@@ -372,6 +376,10 @@ def tracking_numbers_of_others(
         )
         found.update(connection.execute(query).scalars())
     return found
+
+
+class AlreadyStored(Exception):
+    """An insert that was to add every row found some of them stored already."""
 
 
 SEALED_COLUMNS = ("shipment_id", "record_id", "field", "subject_id", "value")
@@ -633,16 +641,23 @@ def insert_events(
     status_updates: list[dict[str, Any]],
     *,
     written_with_status: Set[str] = frozenset(),
+    all_new: bool = False,
 ) -> None:
     """Insert events (skipping ids already stored), move each shipment's current
     status forward only if the new event is later than the one it has (the condition is
     in the UPDATE itself, so concurrent writers cannot move a status backwards), and
     advance the `version` of every shipment touched, which invalidates cached views.
     Shipments in `written_with_status` were inserted in this transaction with their
-    status and version already set (`ingest.fold_into_new_shipments`): not updated."""
-    bulk_insert_tuples(
+    status and version already set (`ingest.fold_into_new_shipments`): not updated.
+    With `all_new` the caller did not look for stored event ids: if the insert skips
+    any, AlreadyStored is raised before anything else is written, and the caller rolls
+    the transaction back (the status updates were worked out as if every event were
+    new, and a replayed event must change nothing)."""
+    inserted = bulk_insert_tuples(
         connection, events, EVENT_COLUMNS, event_rows, skip_duplicates=True, text_stamps=True
     )
+    if all_new and inserted != len(event_rows):
+        raise AlreadyStored(f"{len(event_rows) - inserted} of the events were stored already")
     bulk_insert_tuples(connection, sealed_fields, SEALED_COLUMNS, sealed_rows, skip_duplicates=True)
     # In id order: this takes every row lock the batch needs in one global order, so
     # concurrent batches cannot deadlock on PostgreSQL.
