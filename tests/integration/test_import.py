@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner, Result
 
-from parcelvault.adapters.db import scratch_copy
+from parcelvault.adapters.db import scratch_copy, store
 from parcelvault.adapters.db.tables import events, sealed_fields, shipments, subjects
 from parcelvault.crypto.keystore import data_keys
 from parcelvault.crypto.sealing import associated_data, open_sealed
@@ -242,6 +242,62 @@ def test_a_rerun_of_the_same_file_changes_nothing(any_vault: Vault, tmp_path: Pa
     assert second.rejected_lines == 0
     assert _rows(any_vault) == rows
     assert tracking.merchant_view(vault=any_vault, tenant_id=tenant_id, raw_number=A) == before
+
+
+def _counting_lookups(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Each call of the stored-event-id lookup, by how many ids it was asked for."""
+    calls: list[int] = []
+    lookup = store.existing_event_ids
+
+    def counted(connection: Any, tenant_id: int, event_ids: Iterable[str]) -> set[str]:
+        wanted = list(event_ids)
+        calls.append(len(wanted))
+        return lookup(connection, tenant_id, wanted)
+
+    monkeypatch.setattr(store, "existing_event_ids", counted)
+    return calls
+
+
+def test_a_new_file_is_written_without_looking_its_event_ids_up(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tenant(any_vault)
+    lookups = _counting_lookups(monkeypatch)
+    path = _jsonl(tmp_path / "in.jsonl", [_shipment(A), _event(A, 1), _event(A, 2), _event(A, 1)])
+
+    report = _import(any_vault, path)  # one chunk: the repeat is found within it
+
+    assert lookups == []
+    assert (report.events_accepted, report.events_duplicate) == (2, 1)
+    assert _rows(any_vault)["events"] == 2
+
+
+def test_a_chunk_with_a_stored_event_is_written_again_with_the_lookup_and_so_is_the_rest(
+    any_vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant_id = _tenant(any_vault)
+    # Two events at the same time: the one that arrived last gives the status, and
+    # importing the first again must not give it back.
+    same_time = {"time": "2025-05-01T12:00:00+02:00"}
+    first = _event(A, 1, "failed_attempt", reason="recipient_absent", **same_time)
+    second = _event(A, 2, "available_for_pickup", **same_time)
+    _import(any_vault, _jsonl(tmp_path / "old.jsonl", [_shipment(A), first, second]))
+    rows = _rows(any_vault)
+    lookups = _counting_lookups(monkeypatch)
+    lines = [  # chunks of 1, 2, 4 and then 8 lines
+        _shipment(B),
+        *(_event(B, 1), _event(B, 2)),  # new: written without the lookup
+        *(first, _event(B, 3), _event(B, 4), _event(B, 5)),  # rolled back, written with it
+        *(_event(B, 6), _event(B, 7)),  # with it from then on
+    ]
+
+    report = _import(any_vault, _jsonl(tmp_path / "new.jsonl", lines), chunk_size=8)
+
+    assert lookups == [4, 2]
+    assert (report.events_accepted, report.events_duplicate) == (7, 1)
+    assert _rows(any_vault)["events"] == rows["events"] + 7
+    view = tracking.merchant_view(vault=any_vault, tenant_id=tenant_id, raw_number=A)
+    assert view.status == Status.AVAILABLE_FOR_PICKUP
 
 
 @pytest.mark.parametrize("processes", [1, 2])

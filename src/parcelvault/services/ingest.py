@@ -631,10 +631,13 @@ def prepare_flat_events(
     items: Sequence[FlatEvent],
     now: datetime,
     unwritten: Mapping[str, HandledShipment] | None = None,
+    unchecked_ids: bool = False,
 ) -> PreparedEvents:
     """Check, seal and shape a batch of flat events (see `flat_event`). `unwritten`:
     shipments of the tenant, by number, that the caller prepared in this transaction
-    and writes before the events (`fold_into_new_shipments`)."""
+    and writes before the events (`fold_into_new_shipments`). With `unchecked_ids` the
+    stored event ids are not looked up (only repeats within the batch are found): the
+    caller must write with `all_new`, which refuses the batch if any id was stored."""
     prepared = PreparedEvents()
     candidates: list[FlatEvent] = []
     latest_allowed = (now - _EPOCH) // _MICROSECOND + _SKEW_US
@@ -659,7 +662,11 @@ def prepare_flat_events(
         [item[1] for item in candidates if item[1] is not None and item[1] not in fresh],
     )
     shipments.update(fresh)
-    stored = store.existing_event_ids(connection, tenant_id, [item[2] for item in candidates])
+    stored = (
+        set()
+        if unchecked_ids
+        else store.existing_event_ids(connection, tenant_id, [item[2] for item in candidates])
+    )
     # Only the subjects whose events carry proof need their data keys unwrapped; a
     # subject without a key (erased) gets no personal data stored again.
     keys = SubjectKeys(keystore, keyring, now)
@@ -776,12 +783,18 @@ def fold_into_new_shipments(shipments: PreparedShipments, events: PreparedEvents
 
 
 def write_events(
-    connection: Connection, prepared: PreparedEvents, *, written_with_status: Set[str] = frozenset()
+    connection: Connection,
+    prepared: PreparedEvents,
+    *,
+    written_with_status: Set[str] = frozenset(),
+    all_new: bool = False,
 ) -> None:
+    """`all_new`: `prepared` was made with `unchecked_ids` (see `store.insert_events`)."""
     store.insert_events(
         connection,
         prepared.rows,
         prepared.sealed,
         prepared.status_updates,
         written_with_status=written_with_status,
+        all_new=all_new,
     )
