@@ -16,6 +16,7 @@ from sqlalchemy import select
 from parcelvault.adapters.db import migrate
 from parcelvault.adapters.db.tables import shipments
 from parcelvault.entrypoints.api.app import create_app
+from parcelvault.ledger import log as ledger_log
 from parcelvault.services import holds, tenants
 from parcelvault.services.vault import Vault, build
 from parcelvault.settings import Settings
@@ -479,6 +480,16 @@ def test_an_address_correction_is_saved_until_out_for_delivery_and_after_an_addr
     form = web.get(path)
     assert "7 New Road\nFlat 2" in html.unescape(form.text)
     assert 'value="LS2 9JT"' in form.text
+    waiting = words(web.get("/privacy/centre").text)
+    ledger_log.sequence(centre_vault.engine, now=centre_vault.clock())
+    [listed] = web.get("/api/v1/me").json()["shipments"][0]["address_corrections"]
+    assert "Address corrected" in waiting
+    assert "postcode, street" in waiting
+    assert "being added to the ledger" in waiting
+    assert listed["fields"] == ["destination.postcode", "destination.street"]
+    assert (
+        f'href="/api/v1/ledger/entries/{listed["ledger_index"]}"' in web.get("/privacy/centre").text
+    )
     event = {"event_id": "ofd-1", "time": "2026-11-02T08:00:00+00:00", "status": "out_for_delivery"}
     posted = web.post(f"/api/v1/shipments/{number}/events", json=event, headers=bearer(key))
     assert posted.status_code == 201, posted.text

@@ -47,7 +47,12 @@ from parcelvault.domain.errors import (
 from parcelvault.domain.statuses import LABELS, Status
 from parcelvault.domain.tracking_numbers import grouped
 from parcelvault.services import ledger_views, tracking
-from parcelvault.services.corrections import ADDRESS_PROBLEM_STATUSES, address_correctable
+from parcelvault.services.corrections import (
+    ADDRESS_PROBLEM_STATUSES,
+    PastCorrection,
+    address_correctable,
+    history,
+)
 from parcelvault.services.vault import Vault
 
 CODE_DIGITS = 6
@@ -305,6 +310,8 @@ class ShipmentLine:
     dest_country: str
     status_reason: str | None = None
     """The reason of the latest event, for an exception or a failed attempt."""
+    corrections: tuple[PastCorrection, ...] = ()
+    """The address corrections made so far, oldest first."""
 
     @property
     def correctable(self) -> bool:
@@ -346,6 +353,7 @@ def shipments_in(*, vault: Vault, scope: Scope) -> list[ShipmentLine]:
             connection,
             [row.id for row in rows if Status(row.status) in ADDRESS_PROBLEM_STATUSES],
         )
+        corrected = history(connection, [row.id for row in rows])
     return [
         ShipmentLine(
             id=row.id,
@@ -358,6 +366,7 @@ def shipments_in(*, vault: Vault, scope: Scope) -> list[ShipmentLine]:
             dest_city=row.dest_city,
             dest_country=row.dest_country,
             status_reason=reasons.get(row.id),
+            corrections=tuple(corrected.get(row.id, ())),
         )
         for row in rows
     ]

@@ -60,6 +60,14 @@ def _shipments(vault: Vault, scope: Scope) -> list[dict[str, Any]]:
             "status_at": line.status_at.isoformat() if line.status_at else None,
             "destination": {"city": line.dest_city, "country": line.dest_country},
             "address_correctable": line.correctable,
+            "address_corrections": [
+                {
+                    "fields": list(c.fields),
+                    "at": c.at.isoformat(),
+                    "ledger_index": c.ledger_index,
+                }
+                for c in line.corrections
+            ],
         }
         for line in subject_access.shipments_in(vault=vault, scope=scope)
     ]
