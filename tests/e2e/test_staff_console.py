@@ -20,10 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from parcelvault.adapters.db.tables import access_records, reveals, staff_sessions
+from parcelvault.adapters.db.tables import access_records, reveals, shipments, staff_sessions
 from parcelvault.entrypoints.api.app import create_app
+from parcelvault.ledger import log as ledger_log
 from parcelvault.logging_setup import JsonLines
-from parcelvault.services import staff
+from parcelvault.services import corrections, staff
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer
 
@@ -358,6 +359,29 @@ def test_support_sees_masked_details_by_default_and_the_view_is_recorded(
     latest = rows(console.vault, access_records)[-1]
     assert (latest.tier, latest.actor_kind, latest.purpose) == ("support", "staff", "support")
     assert latest.reason is None
+
+
+def test_support_sees_when_the_recipient_corrected_the_address_but_not_what_to(
+    console: Console, agent: TestClient
+) -> None:
+    with console.vault.engine.connect() as connection:
+        shipment_id = connection.execute(select(shipments.c.id)).scalar_one()
+    moved = Canaries()
+    corrections.correct_address(
+        vault=console.vault,
+        shipment_id=shipment_id,
+        changes={"destination.street": moved.street},
+        source="recipient_api",
+    )
+    ledger_log.sequence(console.vault.engine, now=console.vault.clock())
+
+    page = console.shipment_page(agent)
+
+    listed = page.text.split('data-testid="corrections"', 1)[1].split("</ul>", 1)[0]
+    assert "Street address" in listed
+    assert "ledger entry #" in listed
+    assert moved.street not in page.text
+    assert console.canaries.found_in(page.text) == []
 
 
 def test_the_search_form_leads_to_the_shipment(console: Console, agent: TestClient) -> None:

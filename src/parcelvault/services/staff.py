@@ -47,6 +47,7 @@ from parcelvault.crypto.sealing import associated_data, open_sealed, seal
 from parcelvault.domain.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound
 from parcelvault.privacy.access import Viewer
 from parcelvault.privacy.policy import STAFF_TIERS, Exposure, FieldRule, Policy
+from parcelvault.services.corrections import PastCorrection, history
 from parcelvault.services.tracking import TrackingView, build_view, find_shipment
 from parcelvault.services.vault import Vault
 
@@ -135,6 +136,8 @@ class ConsoleView:
     tenant: str
     revealed: dict[str, datetime]
     revealable: tuple[FieldRule, ...]
+    corrections: tuple[PastCorrection, ...] = ()
+    """The recipient's address corrections (which fields, when; never the values)."""
 
 
 @dataclass(frozen=True)
@@ -493,11 +496,13 @@ def console_view(
         if revealed:
             seen_by = replace(vault, policy=with_revealed(vault.policy, who.role, revealed))
         view = build_view(connection, vault=seen_by, shipment=shipment, viewer=who.viewer())
+        corrected = history(connection, [shipment.id]).get(shipment.id, [])
     return ConsoleView(
         view=view,
         tenant=shipment.tenant_name,
         revealed=revealed,
         revealable=revealable(vault.policy, who.role),
+        corrections=tuple(corrected),
     )
 
 
