@@ -33,14 +33,12 @@ from sqlalchemy import Connection, delete, func, insert, select, union_all, upda
 from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import (
     access_records,
-    address_corrections,
     consents,
     erasures,
     events,
     ledger_checkpoints,
     ledger_entries,
     ledger_queue,
-    ledger_refs,
     otp_challenges,
     sealed_fields,
     shipments,
@@ -50,7 +48,7 @@ from parcelvault.adapters.db.tables import (
 from parcelvault.crypto.keyed_hash import ERASED_DIGEST
 from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
-from parcelvault.services.corrections import ledger_ref as correction_ref
+from parcelvault.services.corrections import history
 from parcelvault.services.holds import UnderHold, active_holds_of_subject
 from parcelvault.services.vault import Vault
 
@@ -263,22 +261,14 @@ def _erase_ledger_bodies(connection: Connection, subject_id: str, now: datetime)
 
 
 def _correction_entries(connection: Connection, subject_id: str) -> list[int]:
-    """The placed ledger entries of the address corrections of the subject's shipments
-    (found by their `ledger_refs` reference)."""
-    corrected = select(address_corrections.c.id).join(
-        shipments, shipments.c.id == address_corrections.c.shipment_id
-    )
-    refs = [
-        correction_ref(row_id)
-        for row_id in connection.execute(
-            corrected.where(shipments.c.subject_id == subject_id)
-        ).scalars()
+    """The placed ledger entries of the address corrections of the subject's shipments."""
+    corrected = history(connection, shipment_ids_of(connection, subject_id))
+    return [
+        past.ledger_index
+        for pasts in corrected.values()
+        for past in pasts
+        if past.ledger_index is not None
     ]
-    found: list[int] = []
-    for chunk in chunks(refs):
-        query = select(ledger_refs.c.idx).where(ledger_refs.c.ref.in_(chunk))
-        found.extend(int(index) for index in connection.execute(query).scalars())
-    return found
 
 
 def receipt_details(*, vault: Vault, receipt_id: str) -> dict[str, Any]:
