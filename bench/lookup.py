@@ -7,7 +7,8 @@ round. Once with one uvicorn worker, once with two.
 - recipient: `GET /api/v1/track/{tn}` with that shipment's own verification cookie,
   so every request opens the recipient's personal fields (never cached).
 - merchant: `GET /api/v1/shipments/{tn}` with the tenant's API key: the personal
-  fields opened and an access record written in the same transaction.
+  fields opened and an access record committed before the response (the records of
+  reads that arrive together share one commit).
 """
 
 from __future__ import annotations

@@ -7,13 +7,14 @@ view is built from the output of `disclose`, never from opened values directly.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -32,6 +33,7 @@ from parcelvault.privacy.disclosure import disclose, fields_needed
 from parcelvault.privacy.policy import Policy
 from parcelvault.services.ingest import event_row_id
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 from parcelvault.settings import Settings
 
 log = logging.getLogger("parcelvault.tracking")
@@ -355,24 +357,65 @@ def track(
     return view_of(vault=vault, resolved=resolved)
 
 
+_DISCLOSURE_ATTEMPTS = 3
+Pick = Callable[[Connection], tuple[AnyRow, Viewer]]
+"""Chooses the shipment a view is of, and who is looking; raises NotFound."""
+
+
+def _assembled(vault: Vault, pick: Pick) -> tuple[TrackingView, AccessRecord | None, int]:
+    """The view, its access record if it needs one, and the shipment version it was
+    built from; read outside the write turn."""
+    with vault.engine.connect() as connection:
+        shipment, viewer = pick(connection)
+        snapshot = _snapshot_at_version(connection, vault, shipment)
+    view, record = assemble(vault=vault, snapshot=snapshot, viewer=viewer)
+    return view, record, shipment.version
+
+
+def disclosed_view(*, vault: Vault, pick: Pick) -> TrackingView:
+    """The view of the shipment `pick` chooses, built inside the write turn with its
+    access record, if it needs one, in the same transaction. For callers off the event
+    loop (a shipment just created, the demo); requests use `disclosed_view_async`."""
+    with read_then_write(vault) as connection:
+        shipment, viewer = pick(connection)
+        return build_view(connection, vault=vault, shipment=shipment, viewer=viewer)
+
+
+async def disclosed_view_async(*, vault: Vault, pick: Pick) -> TrackingView:
+    """The view of the shipment `pick` chooses, read and assembled on the event loop
+    as a recipient's lookup is, and returned only once its access record, if it needs
+    one, is committed for the very version it shows (see `access_writer`). A version
+    that moved means reading again; after `_DISCLOSURE_ATTEMPTS` such races the view
+    is built inside the write turn."""
+    for _ in range(_DISCLOSURE_ATTEMPTS):
+        view, record, version = _assembled(vault, pick)
+        if record is None or await vault.access_writer.record(record, version):
+            return view
+    return await asyncio.to_thread(disclosed_view, vault=vault, pick=pick)
+
+
 def merchant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
+    number = tracking_numbers.for_lookup(raw_number)
     viewer = Viewer(tier="merchant", actor_kind="tenant", actor_id=str(tenant_id))
-    with vault.writing(), vault.engine.begin() as connection:
-        number = tracking_numbers.for_lookup(raw_number)
-        owned = store.shipment_of_tenant(connection, tenant_id, number) if number else None
-        if owned is None:
+
+    def owned(connection: Connection) -> tuple[AnyRow, Viewer]:
+        shipment = store.shipment_of_tenant(connection, tenant_id, number) if number else None
+        if shipment is None:
             raise NotFound()
-        return build_view(connection, vault=vault, shipment=owned, viewer=viewer)
+        return shipment, viewer
+
+    return disclosed_view(vault=vault, pick=owned)
 
 
-def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
-    """A tenant's view of a shipment it owns (tier merchant) or is assigned to carry
-    (tier carrier). Its own shipment wins when a carried one shares the number; any
-    other shipment, and a number several carried shipments share, is NotFound."""
+def handled_by(tenant_id: int, raw_number: str) -> Pick:
+    """A tenant's shipment by number: one it owns (tier merchant) or is assigned to
+    carry (tier carrier). Its own shipment wins when a carried one shares the number;
+    any other shipment, and a number several carried shipments share, is NotFound."""
     number = tracking_numbers.for_lookup(raw_number)
     if number is None:
         raise NotFound()
-    with vault.writing(), vault.engine.begin() as connection:
+
+    def handled(connection: Connection) -> tuple[AnyRow, Viewer]:
         rows = store.shipments_handled_for_tracking(connection, tenant_id, number)
         owned = [row for row in rows if row.tenant_id == tenant_id]
         if owned:
@@ -381,8 +424,13 @@ def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingVie
             shipment, tier = rows[0], "carrier"
         else:
             raise NotFound()
-        viewer = Viewer(tier=tier, actor_kind="tenant", actor_id=str(tenant_id))
-        return build_view(connection, vault=vault, shipment=shipment, viewer=viewer)
+        return shipment, Viewer(tier=tier, actor_kind="tenant", actor_id=str(tenant_id))
+
+    return handled
+
+
+def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
+    return disclosed_view(vault=vault, pick=handled_by(tenant_id, raw_number))
 
 
 # --- recipient verification -------------------------------------------------------

@@ -16,6 +16,7 @@ from parcelvault.adapters.db.engine import make_engine
 from parcelvault.crypto.keyring import Keyring
 from parcelvault.crypto.keystore import KeyStore, default_url
 from parcelvault.privacy.policy import Policy, load_default_policy, load_policy_text
+from parcelvault.services.access_writer import AccessWriter
 from parcelvault.services.view_cache import VersionedCache
 from parcelvault.settings import Settings
 
@@ -38,6 +39,11 @@ class Vault:
         repr=False,
     )
     """Sealed snapshots of recently viewed shipments (see `tracking.Snapshot`)."""
+    access_writer: AccessWriter = field(init=False, repr=False)
+    """Writes the access records of disclosed views (see `access_writer`)."""
+
+    def __post_init__(self) -> None:
+        self.access_writer = AccessWriter(self.engine, self._write_lock)
 
     def writing(self) -> AbstractContextManager[object]:
         """Hold while a write transaction runs. SQLite has one writer: threads of this

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 
@@ -20,6 +22,10 @@ an engine made with `checkpoints_elsewhere` checkpoint it themselves. Below it t
 leave the work to the jobs process (`background.WalCheckpointer`), instead of copying
 the log back into the database inside a request at every 1,000 pages (SQLite's
 default), which a batch of 1,000 events reaches on its own."""
+
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite statement waits for another process's write lock."""
 
 
 def make_engine(url: str, *, checkpoints_elsewhere: bool = False, **kwargs: Any) -> Engine:
@@ -43,7 +49,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.close()
 
 
@@ -51,3 +57,22 @@ def _deferred_wal_checkpoints(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA wal_autocheckpoint={DEFERRED_WAL_CHECKPOINT_PAGES}")
     cursor.close()
+
+
+@contextmanager
+def immediate_transaction(
+    engine: Engine, turn: AbstractContextManager[object]
+) -> Iterator[Connection]:
+    """A transaction that holds the write lock from its first statement: inside `turn`
+    (the process's write turn), and on SQLite opened with BEGIN IMMEDIATE, so what it
+    reads cannot change before it writes. On PostgreSQL the caller locks the rows it
+    reads (SELECT ... FOR UPDATE / FOR SHARE). Commits unless the block raises."""
+    with turn, engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()

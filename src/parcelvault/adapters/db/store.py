@@ -502,6 +502,22 @@ def shipment_by_id(connection: Connection, shipment_id: str) -> AnyRow | None:
     return connection.execute(_BY_ID, {"sid": shipment_id}).first()
 
 
+def versions_held(connection: Connection, shipment_ids: Iterable[str]) -> dict[str, int]:
+    """Shipment id -> version, the rows locked FOR SHARE on PostgreSQL (in id order)
+    until the transaction ends, so a change that would advance them waits; SQLite's
+    caller holds the write lock already. Shipments that are gone are missing."""
+    versions: dict[str, int] = {}
+    for chunk in chunks(sorted(set(shipment_ids))):
+        query = (
+            select(shipments.c.id, shipments.c.version)
+            .where(shipments.c.id.in_(chunk))
+            .order_by(shipments.c.id)
+            .with_for_update(read=True)
+        )
+        versions.update((row.id, row.version) for row in connection.execute(query))
+    return versions
+
+
 def shipments_for_tracking(
     connection: Connection, tracking_number: str, tenant_name: str | None = None
 ) -> Sequence[AnyRow]:
@@ -711,20 +727,29 @@ call, SQLAlchemy constructed, coerced and cache-keyed it anew for every view rec
 
 
 def insert_access(connection: Connection, record: AccessRecord) -> None:
+    insert_accesses(connection, [record])
+
+
+def insert_accesses(connection: Connection, records: Sequence[AccessRecord]) -> None:
+    if not records:
+        return
     connection.execute(
         _INSERT_ACCESS,
-        {
-            "at": record.at,
-            "shipment_id": record.shipment_id,
-            "subject_id": record.subject_id,
-            "tier": record.tier,
-            "actor_kind": record.actor_kind,
-            "actor_id": record.actor_id,
-            "fields": ",".join(record.fields),
-            "purpose": record.purpose,
-            "reason": record.reason,
-            "reference": None,
-        },
+        [
+            {
+                "at": record.at,
+                "shipment_id": record.shipment_id,
+                "subject_id": record.subject_id,
+                "tier": record.tier,
+                "actor_kind": record.actor_kind,
+                "actor_id": record.actor_id,
+                "fields": ",".join(record.fields),
+                "purpose": record.purpose,
+                "reason": record.reason,
+                "reference": None,
+            }
+            for record in records
+        ],
     )
 
 

@@ -133,13 +133,10 @@ async def create_shipment(request: Request, caller: Caller, body: ShipmentIn) ->
 )
 async def get_shipment(request: Request, caller: Caller, tracking_number: str) -> Response:
     caller.require("shipments:read")
-    # A tenant's read writes an access record, so it waits for the write turn: off the
-    # event loop.
-    view = await run_in_threadpool(
-        tracking.tenant_view,
-        vault=vault_of(request),
-        tenant_id=caller.tenant_id,
-        raw_number=tracking_number,
+    # Read and assembled on the event loop like a recipient's lookup; the access
+    # record is committed by the process's access writer, awaited without blocking.
+    view = await tracking.disclosed_view_async(
+        vault=vault_of(request), pick=tracking.handled_by(caller.tenant_id, tracking_number)
     )
     return json_response(view_to_json(view), headers=PRIVATE)
 
