@@ -58,6 +58,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, Integer, bindparam, func, select, update
 
+from parcelvault.adapters.db.engine import committed
 from parcelvault.adapters.db.store import chunks, driver_rows, sqlite_datetime
 from parcelvault.adapters.db.tables import (
     access_records,
@@ -486,12 +487,8 @@ def exclusive(engine: Engine, *, cache_kib: int | None = None) -> Iterator[Conne
                 connection.exec_driver_sql(f"PRAGMA cache_size = -{int(cache_kib)}")
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
-            try:
+            with committed(connection):
                 yield connection
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
         finally:
             if previous_cache is not None:
                 connection.exec_driver_sql(f"PRAGMA cache_size = {int(previous_cache)}")

@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from parcelvault.adapters.db import store
-from parcelvault.adapters.db.engine import BUSY_TIMEOUT_MS, immediate_transaction
+from parcelvault.adapters.db.engine import BUSY_TIMEOUT_MS, committed, immediate_transaction
 from parcelvault.privacy.access import AccessRecord
 
 
@@ -102,13 +102,8 @@ class AccessWriter:
                     except OperationalError:  # another process holds the write lock
                         connection.rollback()
                         return None
-                    try:
-                        written = _check_and_insert(connection, waiting)
-                    except BaseException:
-                        connection.rollback()
-                        raise
-                    connection.commit()
-                    return written
+                    with committed(connection):
+                        return _check_and_insert(connection, waiting)
                 finally:
                     connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         finally:

@@ -70,9 +70,17 @@ def immediate_transaction(
     with turn, engine.connect() as connection:
         if connection.dialect.name == "sqlite":
             connection.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
+        with committed(connection):
             yield connection
-        except BaseException:
-            connection.rollback()
-            raise
-        connection.commit()
+
+
+@contextmanager
+def committed(connection: Connection) -> Iterator[Connection]:
+    """Commit the connection's transaction when the block ends, roll it back if the
+    block raises."""
+    try:
+        yield connection
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
