@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from parcelvault.adapters.db.tables import access_records, shipments
 from parcelvault.services import erasure, tracking
@@ -208,3 +208,32 @@ def test_a_request_that_goes_away_before_its_record_is_written_leaves_no_record(
 
     assert asyncio.run(cancelled_before_the_flush())
     assert len(_records_of(any_vault, number)) == before
+
+
+def test_a_shipment_that_changes_under_every_attempt_is_read_in_the_write_turn_in_the_end(
+    any_client: TestClient, any_shop_key: str, any_vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    number = _shipment(any_client, any_shop_key)
+    before = len(_records_of(any_vault, number))
+    assemble = tracking.assemble
+    assembled: list[str] = []
+
+    def moving_the_version_outside_the_turn(**kwargs: Any) -> Any:
+        built = assemble(**kwargs)
+        assembled.append(built[0].tier)
+        # On PostgreSQL there is no turn: the fallback's record is written whatever
+        # moves, as the whole view is read in its transaction.
+        if not any_vault._write_lock.locked():
+            with any_vault.engine.begin() as connection:
+                connection.execute(
+                    update(shipments)
+                    .where(shipments.c.tracking_number == number)
+                    .values(version=shipments.c.version + 1)
+                )
+        return built
+
+    monkeypatch.setattr(tracking, "assemble", moving_the_version_outside_the_turn)
+    view = _view(any_vault, any_shop_key, number)
+    assert assembled == ["merchant"] * 4
+    assert view.personal["recipient.name"] == "Jane Doe"
+    assert len(_records_of(any_vault, number)) == before + 1
