@@ -5,6 +5,7 @@ an access record. The clock is the test's, so the windows are exact."""
 from __future__ import annotations
 
 import hashlib
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from parcelvault.adapters.db.tables import access_records, route_stops, routes
+from parcelvault.adapters.db.tables import access_records, route_stops, routes, shipments
 from parcelvault.entrypoints.api import courier_routes
-from parcelvault.services import tenants
+from parcelvault.services import erasure, tenants, tracking
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, shipment_payload
 
@@ -603,3 +604,41 @@ def test_the_openapi_document_describes_the_courier_endpoints(client: TestClient
     route_in = document["components"]["schemas"]["RouteIn"]
     assert set(route_in["properties"]) == {"date", "starts_at", "stops"}
     assert route_in["properties"]["stops"]["maxItems"] == 200
+
+
+def test_an_erasure_started_while_a_route_is_read_waits_for_its_records_then_moves_them(
+    client: TestClient, shop_key: str, vault: Vault, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    number = create(client, shop_key)
+    made = route_of(client, shop_key, [number])
+    clock.now = DURING
+    with vault.engine.connect() as connection:
+        subject = connection.execute(
+            select(shipments.c.subject_id).where(shipments.c.tracking_number == number)
+        ).scalar_one()
+    assemble = tracking.assemble
+    erasures: list[threading.Thread] = []
+    waiting_while_viewed: list[bool] = []
+
+    def erasure_started_meanwhile(**kwargs: Any) -> Any:
+        built = assemble(**kwargs)
+        erase = threading.Thread(
+            target=erasure.erase_subject,
+            kwargs={"vault": vault, "subject_id": subject, "requested_by": "subject"},
+        )
+        erase.start()
+        erase.join(0.3)
+        waiting_while_viewed.append(erase.is_alive())
+        erasures.append(erase)
+        return built
+
+    monkeypatch.setattr(tracking, "assemble", erasure_started_meanwhile)
+    read = stops(client, made["token"])
+    for erase in erasures:
+        erase.join(10)
+    assert read.status_code == 200, read.text
+    assert read.json()["stops"][0]["shipment"]["destination"]["street"] == ["12 Example Street"]
+    assert waiting_while_viewed == [True]
+    records = courier_records(vault)
+    assert len(records) == 1
+    assert records[0].subject_id != subject

@@ -37,6 +37,7 @@ from parcelvault.services import ingest
 from parcelvault.services.tenants import Principal
 from parcelvault.services.tracking import TrackingView, build_view
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 
 MAX_STOPS = 200
 DEVICE_PREFIX = "pvd_"
@@ -144,7 +145,7 @@ def create_route(
         else:
             first_seen.add(number)
             numbers[index] = number
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         found, shared = ingest.handled_by_number(
             connection, principal.tenant_id, list(numbers.values())
         )
@@ -194,7 +195,7 @@ def _problem_order(problem: FieldProblem) -> tuple[int, int]:
 def revoke_route(*, vault: Vault, principal: Principal, route_id: str) -> None:
     """End a route's token at once. Only the tenant that made the route may; for
     anyone else the route does not exist. Revoking twice is not an error."""
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         route = store.route_of_tenant(connection, principal.tenant_id, route_id)
         if route is None:
             raise NotFound()
@@ -222,9 +223,11 @@ def _status_of(stop: AnyRow, started: bool) -> StopStatus:
 
 def stops_for_device(*, vault: Vault, token: str) -> CourierRoute:
     """The route's stops in order; active ones with the courier view of their
-    shipment, whose access records are written in the same transaction."""
+    shipment, whose access records are written in the same transaction. The
+    transaction holds the write turn from its first read, so no erasure or scan falls
+    between a stop's view and its record."""
     now = vault.clock()
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         route = _open_route(connection, token, now)
         started = now >= route.starts_at
         viewer = Viewer(tier="courier", actor_kind="route", actor_id=route.id)
@@ -244,7 +247,7 @@ def complete_stop(*, vault: Vault, token: str, raw_number: str) -> CompletedStop
     """Mark a stop of the token's route done; its address leaves the courier's view at
     once. Completing a completed stop again changes nothing."""
     now = vault.clock()
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         route = _open_route(connection, token, now)
         number = tracking_numbers.for_lookup(raw_number)
         stop = next(
