@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,6 +255,57 @@ def test_a_totp_code_cannot_be_used_twice(vault: Vault, clock: Clock) -> None:
         sign_in(vault, account, code=code)
     clock.advance(seconds=staff.TOTP_STEP_SECONDS)
     assert sign_in(vault, account).staff.staff_id == account.id
+
+
+def _another_sign_in_during_the_password_check(
+    monkeypatch: pytest.MonkeyPatch, other: Callable[[], object]
+) -> list[object]:
+    """Run `other` while the next sign-in checks its password (after it read the row),
+    as a concurrent request would; returns what it gave or raised."""
+    check = staff._password_matches
+    outcomes: list[object] = []
+    started: list[bool] = []
+
+    def racing(password_hash: str, password: str) -> bool:
+        if not started:
+            started.append(True)
+            try:
+                outcomes.append(other())
+            except staff.SignInFailed as exc:
+                outcomes.append(exc)
+        return check(password_hash, password)
+
+    monkeypatch.setattr(staff, "_password_matches", racing)
+    return outcomes
+
+
+def test_two_sign_ins_racing_with_one_totp_code_open_one_session(
+    vault: Vault, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = make_account(vault)
+    code = account.code(clock.now)
+    outcomes = _another_sign_in_during_the_password_check(
+        monkeypatch, lambda: sign_in(vault, account, code=code)
+    )
+    with pytest.raises(staff.SignInFailed):
+        sign_in(vault, account, code=code)
+    assert isinstance(outcomes[0], staff.NewSession)
+    with vault.engine.connect() as connection:
+        sessions = connection.execute(select(staff_sessions)).all()
+    assert len(sessions) == 1
+
+
+def test_wrong_passwords_tried_at_the_same_time_all_count_towards_the_lock(
+    vault: Vault, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = make_account(vault)
+    outcomes = _another_sign_in_during_the_password_check(
+        monkeypatch, lambda: sign_in(vault, account, password="wrong password!")
+    )
+    with pytest.raises(staff.SignInFailed):
+        sign_in(vault, account, password="wrong password!")
+    assert isinstance(outcomes[0], staff.SignInFailed)
+    assert staff_row(vault, account.id).failed_logins == 2
 
 
 def test_the_previous_code_is_accepted_once_but_an_older_or_future_one_is_not(

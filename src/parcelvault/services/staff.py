@@ -38,7 +38,7 @@ from functools import cache
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from parcelvault.adapters.db.store import AnyRow, inserted_id
@@ -335,8 +335,8 @@ def sign_in(*, vault: Vault, username: str, password: str, code: str) -> NewSess
 
 
 def _accepted_step(vault: Vault, row: AnyRow, code: str, now: datetime) -> int | None:
-    """The time step of a valid code not used before (later than the last accepted one;
-    the row is locked FOR UPDATE, so two sign-ins cannot both use one code)."""
+    """The time step of a valid code not used before (later than the last accepted one
+    as read; `_open_session` claims it only if no other sign-in has since)."""
     if row.totp_secret is None:
         return None
     seed = vault.keyring.open_secret(row.totp_secret, f"totp:{row.id}").decode()
@@ -344,25 +344,43 @@ def _accepted_step(vault: Vault, row: AnyRow, code: str, now: datetime) -> int |
 
 
 def _count_failure(connection: Connection, row: AnyRow, now: datetime) -> None:
-    failures = row.failed_logins + 1
-    if failures >= MAX_FAILED_LOGINS:
-        values = {"failed_logins": 0, "locked_until": now + LOCK_DURATION}
+    """Counted in the UPDATE itself: failures of concurrent sign-ins, each of which read
+    the row before its (slow) password check, all count."""
+    failures = staff.c.failed_logins + 1
+    reached = failures >= MAX_FAILED_LOGINS
+    connection.execute(
+        update(staff)
+        .where(staff.c.id == row.id)
+        .values(
+            failed_logins=case((reached, 0), else_=failures),
+            locked_until=case((reached, now + LOCK_DURATION), else_=staff.c.locked_until),
+        )
+    )
+    # Read back in the transaction that now holds the row (or SQLite's write lock).
+    counted = connection.execute(
+        select(staff.c.failed_logins).where(staff.c.id == row.id)
+    ).scalar_one()
+    if counted == 0:
         log.warning("staff account locked", extra={"staff_id": row.id})
     else:
-        values = {"failed_logins": failures}
         log.info("staff sign-in failed", extra={"staff_id": row.id})
-    connection.execute(update(staff).where(staff.c.id == row.id).values(**values))
 
 
 def _open_session(
     connection: Connection, row: AnyRow, password: str, now: datetime, step: int | None
 ) -> NewSession:
     values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
+    opened = update(staff).where(staff.c.id == row.id)
     if step is not None:
+        # The step is claimed by this UPDATE: a concurrent sign-in that accepted the
+        # same code first leaves no row to match (single use, RFC 6238 section 5.2).
         values["totp_last_step"] = step
+        opened = opened.where(or_(staff.c.totp_last_step.is_(None), staff.c.totp_last_step < step))
     if _hasher.check_needs_rehash(row.password_hash):
         values["password_hash"] = _hasher.hash(password)
-    connection.execute(update(staff).where(staff.c.id == row.id).values(**values))
+    if connection.execute(opened.values(**values)).rowcount != 1:
+        log.info("staff sign-in refused: code already used", extra={"staff_id": row.id})
+        raise SignInFailed()
     token, session_id = _new_token()
     expires = now + SESSION_DURATION
     connection.execute(
