@@ -453,12 +453,16 @@ def verify_postcode(
 
     After `verify_max_failures` wrong postcodes within `verify_window_seconds` the
     shipment's verification is locked until the oldest of them leaves the window; the
-    lock is kept in the database, so every API process enforces it.
+    lock is kept in the database, so every API process enforces it. The failures are
+    counted and the attempt recorded in one transaction that holds the write lock
+    (SQLite) or the shipment's row (PostgreSQL) from the count on, so attempts sent at
+    the same moment are judged one after the other: never more than the limit compared.
     """
     settings = vault.settings
     now = vault.clock()
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         shipment = find_shipment(connection, raw_number, tenant)
+        store.lock_shipment(connection, shipment.id)
         if shipment.postcode_digest == keyed_hash.ERASED_DIGEST:
             raise Gone(ERASED_NOTHING_TO_VERIFY)
         failures = _recent_failures(connection, shipment.id, settings, now)

@@ -502,6 +502,15 @@ def shipment_by_id(connection: Connection, shipment_id: str) -> AnyRow | None:
     return connection.execute(_BY_ID, {"sid": shipment_id}).first()
 
 
+def lock_shipment(connection: Connection, shipment_id: str) -> None:
+    """Lock the shipment's row until the transaction ends (PostgreSQL; on SQLite the
+    caller's BEGIN IMMEDIATE holds the whole database already)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            select(shipments.c.id).where(shipments.c.id == shipment_id).with_for_update()
+        )
+
+
 def versions_held(connection: Connection, shipment_ids: Iterable[str]) -> dict[str, int]:
     """Shipment id -> version, the rows locked FOR SHARE on PostgreSQL (in id order)
     until the transaction ends, so a change that would advance them waits; SQLite's
