@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -178,6 +179,52 @@ def test_five_wrong_codes_kill_the_challenge(world: World) -> None:
     [challenge] = world.challenges()
     assert challenge.attempts == 5
     assert challenge.used_at is None
+
+
+def test_two_workers_trying_codes_at_once_after_the_fourth_wrong_one_get_one_comparison(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.ship("race@example.org")
+    token = world.request("race@example.org")
+    [mail] = world.mailbox.wait_for(1)
+    wrong = f"{(int(mail.code()) + 1) % 1_000_000:06d}"
+    for _ in range(4):
+        with pytest.raises(CodeRejected):
+            subject_access.confirm(vault=world.vault, token=token, code=wrong)
+    other_worker = build(world.vault.settings, clock=world.clock)  # its own write turn
+    code_hash = subject_access._code_hash
+    compared: list[bool] = []
+    first_comparing = threading.Event()
+    second_done = threading.Event()
+
+    def pausing_in_the_first_comparison(key: bytes, challenge_id: bytes, code: str) -> bytes:
+        compared.append(True)
+        if len(compared) == 1:
+            first_comparing.set()
+            second_done.wait(0.5)  # the other worker's try runs now, unless it must wait
+        return code_hash(key, challenge_id, code)
+
+    monkeypatch.setattr(subject_access, "_code_hash", pausing_in_the_first_comparison)
+
+    def attempt(vault: Vault, done: threading.Event | None = None) -> None:
+        try:
+            with pytest.raises(CodeRejected):
+                subject_access.confirm(vault=vault, token=token, code=wrong)
+        finally:
+            if done is not None:
+                done.set()
+
+    first = threading.Thread(target=attempt, args=(world.vault,))
+    first.start()
+    assert first_comparing.wait(5)
+    second = threading.Thread(target=attempt, args=(other_worker, second_done))
+    second.start()
+    first.join(15)
+    second.join(15)
+    other_worker.engine.dispose()
+    assert len(compared) == 1
+    [challenge] = world.challenges()
+    assert challenge.attempts == 5
 
 
 def test_four_wrong_codes_leave_the_right_one_working(world: World) -> None:

@@ -54,6 +54,7 @@ from parcelvault.services.corrections import (
     history,
 )
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 
 CODE_DIGITS = 6
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
@@ -197,9 +198,11 @@ def confirm(*, vault: Vault, token: str, code: str) -> SubjectSession:
     typed = re.sub(r"[\s-]", "", code)
     now = vault.clock()
     session_token = secrets.token_urlsafe(32)
-    with vault.writing(), vault.engine.begin() as connection:
+    # The attempt count is read and raised in one transaction holding the write lock
+    # (SQLite) or the challenge's row (PostgreSQL): workers cannot both read it stale.
+    with read_then_write(vault) as connection:
         row = connection.execute(
-            select(otp_challenges).where(otp_challenges.c.id == challenge_id)
+            select(otp_challenges).where(otp_challenges.c.id == challenge_id).with_for_update()
         ).first()
         live = (
             row is not None
