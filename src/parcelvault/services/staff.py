@@ -50,6 +50,7 @@ from parcelvault.privacy.policy import STAFF_TIERS, Exposure, FieldRule, Policy
 from parcelvault.services.corrections import PastCorrection, history
 from parcelvault.services.tracking import TrackingView, build_view, find_shipment
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 
 log = logging.getLogger("parcelvault.staff")
 
@@ -503,9 +504,10 @@ def console_view(
     *, vault: Vault, who: SignedIn, raw_number: str, tenant: str | None = None
 ) -> ConsoleView:
     """The shipment at the staff member's tier, with their live reveals in full. The
-    view's access record is written in the same transaction."""
+    view's access record is written in the same transaction, which holds the write
+    turn from its first read: no erasure falls between the view and its record."""
     now = vault.clock()
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         shipment = find_shipment(connection, raw_number, tenant)
         revealed = active_reveals(
             connection, staff_id=who.staff_id, shipment_id=shipment.id, now=now
@@ -535,7 +537,8 @@ def reveal(
     tenant: str | None = None,
 ) -> Reveal:
     """Record a justified reveal: an access record (tier, fields, purpose, reason and
-    the sealed reference) and the 15-minute grant, in one transaction."""
+    the sealed reference) and the 15-minute grant, in one transaction that holds the
+    write turn from its first read (no erasure between the key's read and the record)."""
     allowed = {rule.name for rule in revealable(vault.policy, who.role)}
     if not allowed:
         raise Forbidden(f"the {who.role} role cannot reveal personal data")
@@ -558,7 +561,7 @@ def reveal(
         raise InvalidInput(problems)
     now = vault.clock()
     expires = now + REVEAL_DURATION
-    with vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         shipment = find_shipment(connection, raw_number, tenant)
         key = vault.keystore.get_one(shipment.subject_id)
         if key is None:
