@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from parcelvault.domain.errors import NotFound
 from parcelvault.ledger import log as ledger_log
 from parcelvault.ledger.keys import create_signer, load_signer
 from parcelvault.services import erasure, export, holds, ledger_audit, tenants
-from parcelvault.services.vault import Vault
+from parcelvault.services.vault import Vault, build
 from tests.conftest import Canaries, bearer, make_vault
 from tests.integration.subject_helpers import give
 
@@ -254,6 +255,41 @@ def test_a_legal_hold_blocks_erasure_naming_the_hold_until_it_is_released(
     holds.release(vault=any_vault, hold_id=hold.id, released_by="legal")
     erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="subject")
     assert _merchant_view(any_client, any_shop_key, number)["erased"] is True
+
+
+def test_a_hold_placed_by_another_process_during_an_erasure_waits_until_the_erasure_is_done(
+    any_client: TestClient,
+    any_vault: Vault,
+    any_shop_key: str,
+    canaries: Canaries,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    number = _ship(any_client, any_shop_key, canaries)
+    subject = _subject(any_vault, canaries)
+    other_process = build(any_vault.settings)  # its own write turn, as `holds place` has
+    checked = erasure.active_holds_of_subject
+    hold_placed = threading.Event()
+    placed_during_the_erasure: list[bool] = []
+
+    def hold_placed_right_after_the_check(connection: Any, subject_id: str) -> Any:
+        found = checked(connection, subject_id)
+        place = threading.Thread(
+            target=lambda: (
+                holds.place(
+                    vault=other_process, raw_number=number, case_ref="CLAIM-77", placed_by="legal"
+                ),
+                hold_placed.set(),
+            )
+        )
+        place.start()
+        placed_during_the_erasure.append(hold_placed.wait(0.5))
+        return found
+
+    monkeypatch.setattr(erasure, "active_holds_of_subject", hold_placed_right_after_the_check)
+    erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="subject")
+    assert hold_placed.wait(15)
+    other_process.engine.dispose()
+    assert placed_during_the_erasure == [False]
 
 
 def test_erasing_an_unknown_or_already_erased_subject_is_not_found(

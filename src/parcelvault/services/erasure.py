@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, union_all, update
 
+from parcelvault.adapters.db import store
 from parcelvault.adapters.db.store import chunks
 from parcelvault.adapters.db.tables import (
     access_records,
@@ -51,6 +52,7 @@ from parcelvault.ledger import log as ledger_log
 from parcelvault.services.corrections import history
 from parcelvault.services.holds import UnderHold, active_holds_of_subject
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +90,16 @@ def erase_subject(
     UnderHold when a legal hold covers any of its shipments."""
     now = vault.clock()
     receipt_id = secrets.token_hex(16)
-    with vault.writing(), vault.engine.begin() as connection:
+    # From the hold check to the key's destruction nothing may place a hold: the write
+    # lock (SQLite) or the subject's shipment rows (PostgreSQL, which a hold's insert
+    # must share) are held by this transaction, also against other processes.
+    with read_then_write(vault) as connection:
         subject = connection.execute(
             select(subjects.c.key_id, subjects.c.erased_at).where(subjects.c.id == subject_id)
         ).first()
         if subject is None or subject.erased_at is not None:
             raise NotFound()
+        store.lock_shipments_of_subject(connection, subject_id)
         holds = active_holds_of_subject(connection, subject_id)
         if holds:
             raise UnderHold(holds, "erasure")

@@ -17,6 +17,7 @@ from parcelvault.adapters.db.tables import legal_holds, shipments
 from parcelvault.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from parcelvault.services.tracking import find_shipment
 from parcelvault.services.vault import Vault
+from parcelvault.services.write_turn import read_then_write
 
 CASE_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/#:-]{0,99}$")
 
@@ -82,7 +83,7 @@ def place(
         message = "1-100 letters, digits and . _ / # : - (a case or claim number, not a name)"
         raise InvalidInput([FieldProblem(("case_ref",), message)])
     now = vault.clock()
-    with vault.writing(), vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         shipment = find_shipment(connection, raw_number, tenant)
         existing = [h for h in active_holds(connection, [shipment.id]) if h.case_ref == case_ref]
         if existing:
@@ -101,7 +102,7 @@ def place(
 
 def release(*, vault: Vault, hold_id: int, released_by: str) -> Hold:
     now = vault.clock()
-    with vault.writing(), vault.engine.begin() as connection:
+    with read_then_write(vault) as connection:
         row = connection.execute(_HOLDS.where(legal_holds.c.id == hold_id)).first()
         if row is None:
             raise NotFound()

@@ -511,6 +511,18 @@ def lock_shipment(connection: Connection, shipment_id: str) -> None:
         )
 
 
+def lock_shipments_of_subject(connection: Connection, subject_id: str) -> None:
+    """Lock the subject's shipment rows until the transaction ends (PostgreSQL; on
+    SQLite the caller's BEGIN IMMEDIATE holds the whole database already)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            select(shipments.c.id)
+            .where(shipments.c.subject_id == subject_id)
+            .order_by(shipments.c.id)
+            .with_for_update()
+        )
+
+
 def versions_held(connection: Connection, shipment_ids: Iterable[str]) -> dict[str, int]:
     """Shipment id -> version, the rows locked FOR SHARE on PostgreSQL (in id order)
     until the transaction ends, so a change that would advance them waits; SQLite's
