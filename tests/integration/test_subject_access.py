@@ -249,6 +249,44 @@ def test_a_subject_gets_at_most_three_codes_an_hour_without_being_told(world: Wo
     world.mailbox.wait_for(4)
 
 
+def test_two_workers_asked_for_the_last_code_of_the_hour_at_once_send_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world.ship("last@example.org")
+    for n in range(2):
+        world.request("last@example.org", client=f"192.0.2.{n}")
+    other_worker = build(world.vault.settings, clock=world.clock)  # its own write turn
+    counted = subject_access._codes_since
+    other_done = threading.Event()
+    done_during_the_count: list[bool] = []
+
+    def other_request_right_after_the_count(connection: Any, subject_id: str, since: Any) -> int:
+        codes = counted(connection, subject_id, since)
+        if not done_during_the_count:
+            done_during_the_count.append(False)
+            threading.Thread(
+                target=lambda: (
+                    subject_access.request_code(
+                        vault=other_worker,
+                        mailer=world.mailer,
+                        limiter=world.limiter,
+                        email="last@example.org",
+                        client="192.0.2.9",
+                    ),
+                    other_done.set(),
+                )
+            ).start()
+            done_during_the_count[0] = other_done.wait(0.5)
+        return codes
+
+    monkeypatch.setattr(subject_access, "_codes_since", other_request_right_after_the_count)
+    world.request("last@example.org", client="192.0.2.8")
+    assert other_done.wait(15)
+    other_worker.engine.dispose()
+    assert done_during_the_count == [False]
+    assert len(world.challenges()) == 3
+
+
 def test_a_client_address_is_limited_to_ten_requests_an_hour(world: World) -> None:
     for n in range(10):
         world.request(f"person{n}@example.org", client="198.51.100.7")

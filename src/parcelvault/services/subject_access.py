@@ -155,7 +155,12 @@ def request_code(
     assert subject_id is not None
     now = vault.clock()
     code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
-    with vault.writing(), vault.engine.begin() as connection:
+    # Counted and inserted under the write lock (SQLite) or the subject's row lock
+    # (PostgreSQL): requests through several workers cannot exceed the hourly limit.
+    with read_then_write(vault) as connection:
+        connection.execute(
+            select(subjects.c.id).where(subjects.c.id == subject_id).with_for_update()
+        )
         send = (
             _may_receive_code(connection, subject_id)
             and _codes_since(connection, subject_id, now - HOUR)
