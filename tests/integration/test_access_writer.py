@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, select, update
 
 from parcelvault.adapters.db.tables import access_records, shipments
-from parcelvault.services import erasure, tracking
+from parcelvault.services import access_writer, erasure, tracking
 from parcelvault.services.tenants import authenticate
 from parcelvault.services.vault import Vault
 from tests.conftest import bearer, shipment_payload
@@ -132,6 +132,11 @@ def _hold_the_database_from_another_connection(_vault: Vault, url: str) -> Calla
 
 
 @pytest.mark.parametrize(
+    "patience",
+    [access_writer.LOOP_PATIENCE_SECONDS, 0.05],
+    ids=["retried on the loop", "then handed to a pool thread"],
+)
+@pytest.mark.parametrize(
     "hold",
     [_hold_this_process_turn, _hold_the_database_from_another_connection],
     ids=["this process's write turn", "another process's write lock"],
@@ -142,7 +147,18 @@ def test_while_a_write_lock_is_held_the_record_waits_for_it_off_the_event_loop(
     vault: Vault,
     sqlite_url: str,
     hold: Callable[[Vault, str], Callable[[], None]],
+    patience: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(access_writer, "LOOP_PATIENCE_SECONDS", patience)
+    handed_to_threads: list[bool] = []
+    write_in_turn = access_writer.AccessWriter._write_waiting_turn
+
+    def counted(self: access_writer.AccessWriter, waiting: Any) -> list[bool]:
+        handed_to_threads.append(True)
+        return write_in_turn(self, waiting)
+
+    monkeypatch.setattr(access_writer.AccessWriter, "_write_waiting_turn", counted)
     number = _shipment(client, shop_key)
     tenant_id = authenticate(vault=vault, key=shop_key).tenant_id
     before = len(_records_of(vault, number))
@@ -183,6 +199,7 @@ def test_while_a_write_lock_is_held_the_record_waits_for_it_off_the_event_loop(
     assert returned_at >= released_at[0]
     assert ticks >= 15
     assert len(_records_of(vault, number)) == before + 1
+    assert bool(handed_to_threads) == (patience < 0.4)
 
 
 def test_a_request_that_goes_away_before_its_record_is_written_leaves_no_record(

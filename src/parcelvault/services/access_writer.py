@@ -14,8 +14,12 @@ their shipments (one query), inserts the records whose shipment has not moved an
 commits once; each request then learns whether its record was written (False: read
 the shipment again). On SQLite the callback writes on the loop itself, but only if
 neither this process's write turn nor another process holds the write lock (the busy
-timeout is zero for that attempt): the loop never waits for a lock. Otherwise, and on
-PostgreSQL (network round trips), a pool thread writes the batch and waits its turn.
+timeout is zero for that attempt): the loop never waits for a lock. While one is held,
+the batch stays on the loop (gathering the records that arrive meanwhile) and is tried
+again every `RETRY_SECONDS`, which follows a lock's release far more closely than
+SQLite's busy handler, whose sleeps grow to 100 ms; after `LOOP_PATIENCE_SECONDS` of
+trying, and always on PostgreSQL (network round trips), a pool thread writes the batch
+and waits its turn.
 """
 
 from __future__ import annotations
@@ -34,12 +38,17 @@ from parcelvault.adapters.db import store
 from parcelvault.adapters.db.engine import BUSY_TIMEOUT_MS, committed, immediate_transaction
 from parcelvault.privacy.access import AccessRecord
 
+RETRY_SECONDS = 0.002
+LOOP_PATIENCE_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class _Waiting:
     record: AccessRecord
     version: int
     written: asyncio.Future[bool]
+    since: float
+    """The loop's clock when the record arrived."""
 
 
 @dataclass
@@ -64,7 +73,7 @@ class AccessWriter:
         batch = self._batches.get(loop)
         if batch is None:
             batch = self._batches[loop] = _LoopBatch()
-        waiting = _Waiting(record, version, loop.create_future())
+        waiting = _Waiting(record, version, loop.create_future(), loop.time())
         batch.waiting.append(waiting)
         if not batch.flush_scheduled:
             batch.flush_scheduled = True
@@ -85,6 +94,12 @@ class AccessWriter:
             return
         if written is not None:
             _settle(waiting, written)
+            return
+        if self._sqlite and loop.time() - waiting[0].since < LOOP_PATIENCE_SECONDS:
+            batch.waiting[:0] = waiting
+            if not batch.flush_scheduled:
+                batch.flush_scheduled = True
+                loop.call_later(RETRY_SECONDS, self._flush, loop, batch)
             return
         in_thread = loop.run_in_executor(None, self._write_waiting_turn, waiting)
         in_thread.add_done_callback(lambda done: _settle(waiting, _outcome(done)))
