@@ -5,7 +5,6 @@ an access record. The clock is the test's, so the windows are exact."""
 from __future__ import annotations
 
 import hashlib
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,11 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from parcelvault.adapters.db.tables import access_records, route_stops, routes, shipments
+from parcelvault.adapters.db.tables import access_records, route_stops, routes
 from parcelvault.entrypoints.api import courier_routes
-from parcelvault.services import erasure, tenants, tracking
+from parcelvault.services import tenants
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries, bearer, shipment_payload
+from tests.races import erasure_during_the_first_view, subject_of
 
 DAY = "2031-03-10"
 START = "2031-03-10T08:00:00+01:00"
@@ -612,33 +612,13 @@ def test_an_erasure_started_while_a_route_is_read_waits_for_its_records_then_mov
     number = create(client, shop_key)
     made = route_of(client, shop_key, [number])
     clock.now = DURING
-    with vault.engine.connect() as connection:
-        subject = connection.execute(
-            select(shipments.c.subject_id).where(shipments.c.tracking_number == number)
-        ).scalar_one()
-    assemble = tracking.assemble
-    erasures: list[threading.Thread] = []
-    waiting_while_viewed: list[bool] = []
-
-    def erasure_started_meanwhile(**kwargs: Any) -> Any:
-        built = assemble(**kwargs)
-        erase = threading.Thread(
-            target=erasure.erase_subject,
-            kwargs={"vault": vault, "subject_id": subject, "requested_by": "subject"},
-        )
-        erase.start()
-        erase.join(0.3)
-        waiting_while_viewed.append(erase.is_alive())
-        erasures.append(erase)
-        return built
-
-    monkeypatch.setattr(tracking, "assemble", erasure_started_meanwhile)
+    subject = subject_of(vault, number)
+    meanwhile = erasure_during_the_first_view(monkeypatch, vault, number)
     read = stops(client, made["token"])
-    for erase in erasures:
-        erase.join(10)
+    meanwhile.join()
     assert read.status_code == 200, read.text
     assert read.json()["stops"][0]["shipment"]["destination"]["street"] == ["12 Example Street"]
-    assert waiting_while_viewed == [True]
+    assert meanwhile.still_waiting == [True]
     records = courier_records(vault)
     assert len(records) == 1
     assert records[0].subject_id != subject

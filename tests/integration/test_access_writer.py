@@ -19,6 +19,7 @@ from parcelvault.services import access_writer, erasure, tracking
 from parcelvault.services.tenants import authenticate
 from parcelvault.services.vault import Vault
 from tests.conftest import bearer, shipment_payload
+from tests.races import after_each_assembly, subject_of
 
 
 def _shipment(client: TestClient, key: str) -> str:
@@ -36,15 +37,6 @@ def _records_of(vault: Vault, shipment_number: str) -> list[Any]:
             connection.execute(
                 select(access_records).where(access_records.c.shipment_id == shipment_id)
             ).all()
-        )
-
-
-def _subject_of(vault: Vault, shipment_number: str) -> str:
-    with vault.engine.connect() as connection:
-        return str(
-            connection.execute(
-                select(shipments.c.subject_id).where(shipments.c.tracking_number == shipment_number)
-            ).scalar_one()
         )
 
 
@@ -91,19 +83,14 @@ def test_a_subject_erased_between_view_and_record_is_read_again_and_nothing_pers
     any_client: TestClient, any_shop_key: str, any_vault: Vault, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     number = _shipment(any_client, any_shop_key)
-    subject = _subject_of(any_vault, number)
+    subject = subject_of(any_vault, number)
     before = len(_records_of(any_vault, number))
-    assemble = tracking.assemble
-    assembled: list[str] = []
 
-    def erasing_after_the_first(**kwargs: Any) -> Any:
-        built = assemble(**kwargs)
-        assembled.append(built[0].tier)
-        if len(assembled) == 1:
+    def erasing_after_the_first(assembled: int) -> None:
+        if assembled == 1:
             erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="subject")
-        return built
 
-    monkeypatch.setattr(tracking, "assemble", erasing_after_the_first)
+    assembled = after_each_assembly(monkeypatch, erasing_after_the_first)
     view = _view(any_vault, any_shop_key, number)
     assert len(assembled) == 2
     assert view.erased
@@ -232,12 +219,8 @@ def test_a_shipment_that_changes_under_every_attempt_is_read_in_the_write_turn_i
 ) -> None:
     number = _shipment(any_client, any_shop_key)
     before = len(_records_of(any_vault, number))
-    assemble = tracking.assemble
-    assembled: list[str] = []
 
-    def moving_the_version_outside_the_turn(**kwargs: Any) -> Any:
-        built = assemble(**kwargs)
-        assembled.append(built[0].tier)
+    def moving_the_version_outside_the_turn(_assembled: int) -> None:
         # On PostgreSQL there is no turn: the fallback's record is written whatever
         # moves, as the whole view is read in its transaction.
         if not any_vault._write_lock.locked():
@@ -247,9 +230,8 @@ def test_a_shipment_that_changes_under_every_attempt_is_read_in_the_write_turn_i
                     .where(shipments.c.tracking_number == number)
                     .values(version=shipments.c.version + 1)
                 )
-        return built
 
-    monkeypatch.setattr(tracking, "assemble", moving_the_version_outside_the_turn)
+    assembled = after_each_assembly(monkeypatch, moving_the_version_outside_the_turn)
     view = _view(any_vault, any_shop_key, number)
     assert assembled == ["merchant"] * 4
     assert view.personal["recipient.name"] == "Jane Doe"

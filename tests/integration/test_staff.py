@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,16 +14,17 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import delete, select, update
 
-from parcelvault.adapters.db.tables import access_records, reveals, shipments, staff_sessions
+from parcelvault.adapters.db.tables import access_records, reveals, staff_sessions
 from parcelvault.adapters.db.tables import staff as staff_table
 from parcelvault.crypto.keystore import data_keys
 from parcelvault.crypto.sealing import SealError
 from parcelvault.domain.errors import Conflict, Forbidden, InvalidInput
 from parcelvault.privacy.policy import Exposure, load_default_policy
-from parcelvault.services import erasure, operations, staff, tracking
+from parcelvault.services import operations, staff
 from parcelvault.services.tenants import authenticate, create_tenant
 from parcelvault.services.vault import Vault
 from tests.conftest import Canaries
+from tests.races import erasure_during_the_first_view, subject_of
 
 PASSWORD = "correct horse battery staple"
 START = datetime(2026, 12, 1, 9, 0, 7, tzinfo=UTC)
@@ -408,32 +408,12 @@ def agent(vault: Vault, clock: Clock) -> staff.SignedIn:
 def test_an_erasure_started_during_a_console_view_waits_for_its_record_then_moves_it(
     vault: Vault, agent: staff.SignedIn, shipment_number: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with vault.engine.connect() as connection:
-        subject = connection.execute(
-            select(shipments.c.subject_id).where(shipments.c.tracking_number == shipment_number)
-        ).scalar_one()
-    assemble = tracking.assemble
-    waiting_while_viewed: list[bool] = []
-    erasures: list[threading.Thread] = []
-
-    def erasure_started_meanwhile(**kwargs: Any) -> Any:
-        built = assemble(**kwargs)
-        erase = threading.Thread(
-            target=erasure.erase_subject,
-            kwargs={"vault": vault, "subject_id": subject, "requested_by": "subject"},
-        )
-        erase.start()
-        erase.join(0.3)
-        waiting_while_viewed.append(erase.is_alive())
-        erasures.append(erase)
-        return built
-
-    monkeypatch.setattr(tracking, "assemble", erasure_started_meanwhile)
+    subject = subject_of(vault, shipment_number)
+    meanwhile = erasure_during_the_first_view(monkeypatch, vault, shipment_number)
     seen = staff.console_view(vault=vault, who=agent, raw_number=shipment_number)
-    for erase in erasures:
-        erase.join(10)
+    meanwhile.join()
     assert "recipient.name" in seen.view.personal
-    assert waiting_while_viewed == [True]
+    assert meanwhile.still_waiting == [True]
     support = [r for r in records(vault) if r.actor_kind == "staff"]
     assert len(support) == 1
     assert support[0].subject_id != subject

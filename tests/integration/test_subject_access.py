@@ -77,6 +77,18 @@ class World:
             client=client,
         )
 
+    def wrong_tries(self, email: str, tries: int) -> tuple[str, str, str]:
+        """A challenge for `email` after `tries` wrong codes: its token, the mailed
+        code and the wrong one."""
+        self.ship(email)
+        token = self.request(email)
+        [mail] = self.mailbox.wait_for(1)
+        wrong = f"{(int(mail.code()) + 1) % 1_000_000:06d}"
+        for _ in range(tries):
+            with pytest.raises(CodeRejected):
+                subject_access.confirm(vault=self.vault, token=token, code=wrong)
+        return token, mail.code(), wrong
+
     def challenges(self) -> list[Any]:
         with self.vault.engine.connect() as connection:
             return list(connection.execute(select(otp_challenges)).all())
@@ -167,15 +179,9 @@ def test_a_code_still_works_just_before_it_expires(world: World) -> None:
 
 
 def test_five_wrong_codes_kill_the_challenge(world: World) -> None:
-    world.ship("guess@example.org")
-    token = world.request("guess@example.org")
-    [mail] = world.mailbox.wait_for(1)
-    wrong = f"{(int(mail.code()) + 1) % 1_000_000:06d}"
-    for _ in range(5):
-        with pytest.raises(CodeRejected):
-            subject_access.confirm(vault=world.vault, token=token, code=wrong)
+    token, code, _ = world.wrong_tries("guess@example.org", 5)
     with pytest.raises(CodeRejected):
-        subject_access.confirm(vault=world.vault, token=token, code=mail.code())
+        subject_access.confirm(vault=world.vault, token=token, code=code)
     [challenge] = world.challenges()
     assert challenge.attempts == 5
     assert challenge.used_at is None
@@ -184,13 +190,7 @@ def test_five_wrong_codes_kill_the_challenge(world: World) -> None:
 def test_two_workers_trying_codes_at_once_after_the_fourth_wrong_one_get_one_comparison(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world.ship("race@example.org")
-    token = world.request("race@example.org")
-    [mail] = world.mailbox.wait_for(1)
-    wrong = f"{(int(mail.code()) + 1) % 1_000_000:06d}"
-    for _ in range(4):
-        with pytest.raises(CodeRejected):
-            subject_access.confirm(vault=world.vault, token=token, code=wrong)
+    token, _, wrong = world.wrong_tries("race@example.org", 4)
     other_worker = build(world.vault.settings, clock=world.clock)  # its own write turn
     code_hash = subject_access._code_hash
     compared: list[bool] = []
