@@ -429,10 +429,6 @@ def handled_by(tenant_id: int, raw_number: str) -> Pick:
     return handled
 
 
-def tenant_view(*, vault: Vault, tenant_id: int, raw_number: str) -> TrackingView:
-    return disclosed_view(vault=vault, pick=handled_by(tenant_id, raw_number))
-
-
 # --- recipient verification -------------------------------------------------------
 
 
