@@ -27,15 +27,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from parcelvault.adapters.db import store
-from parcelvault.adapters.db.engine import BUSY_TIMEOUT_MS, committed, immediate_transaction
+from parcelvault.adapters.db.engine import committed, immediate_transaction, without_waiting
 from parcelvault.privacy.access import AccessRecord
 
 RETRY_SECONDS = 0.002
@@ -58,10 +58,18 @@ class _LoopBatch:
 
 
 class AccessWriter:
-    def __init__(self, engine: Engine, write_lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        write_lock: threading.Lock,
+        turn: Callable[[], AbstractContextManager[object]],
+    ) -> None:
+        """`write_lock`: the process's write turn on SQLite, tried without waiting on
+        the loop; `turn`: the turn as a pool thread takes it (`Vault.writing`)."""
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
         self._write_lock = write_lock
+        self._turn = turn
         self._batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopBatch] = (
             weakref.WeakKeyDictionary()
         )
@@ -97,9 +105,8 @@ class AccessWriter:
             return
         if self._sqlite and loop.time() - waiting[0].since < LOOP_PATIENCE_SECONDS:
             batch.waiting[:0] = waiting
-            if not batch.flush_scheduled:
-                batch.flush_scheduled = True
-                loop.call_later(RETRY_SECONDS, self._flush, loop, batch)
+            batch.flush_scheduled = True
+            loop.call_later(RETRY_SECONDS, self._flush, loop, batch)
             return
         in_thread = loop.run_in_executor(None, self._write_waiting_turn, waiting)
         in_thread.add_done_callback(lambda done: _settle(waiting, _outcome(done)))
@@ -109,24 +116,19 @@ class AccessWriter:
         if not self._write_lock.acquire(blocking=False):
             return None
         try:
-            with self._engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA busy_timeout=0")
+            with self._engine.connect() as connection, without_waiting(connection):
                 try:
-                    try:
-                        connection.exec_driver_sql("BEGIN IMMEDIATE")
-                    except OperationalError:  # another process holds the write lock
-                        connection.rollback()
-                        return None
-                    with committed(connection):
-                        return _check_and_insert(connection, waiting)
-                finally:
-                    connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                except OperationalError:  # another process holds the write lock
+                    connection.rollback()
+                    return None
+                with committed(connection):
+                    return _check_and_insert(connection, waiting)
         finally:
             self._write_lock.release()
 
     def _write_waiting_turn(self, waiting: Sequence[_Waiting]) -> list[bool]:
-        turn: AbstractContextManager[object] = self._write_lock if self._sqlite else nullcontext()
-        with immediate_transaction(self._engine, turn) as connection:
+        with immediate_transaction(self._engine, self._turn()) as connection:
             return _check_and_insert(connection, waiting)
 
 

@@ -43,7 +43,7 @@ class Vault:
     """Writes the access records of disclosed views (see `access_writer`)."""
 
     def __post_init__(self) -> None:
-        self.access_writer = AccessWriter(self.engine, self._write_lock)
+        self.access_writer = AccessWriter(self.engine, self._write_lock, self.writing)
 
     def writing(self) -> AbstractContextManager[object]:
         """Hold while a write transaction runs. SQLite has one writer: threads of this

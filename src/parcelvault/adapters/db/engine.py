@@ -84,3 +84,15 @@ def committed(connection: Connection) -> Iterator[Connection]:
         connection.rollback()
         raise
     connection.commit()
+
+
+@contextmanager
+def without_waiting(connection: Connection) -> Iterator[Connection]:
+    """For the block's duration, a SQLite statement on `connection` that meets another
+    process's write lock fails at once ("database is locked") instead of waiting up to
+    `BUSY_TIMEOUT_MS`."""
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        yield connection
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
