@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from parcelvault.services import erasure, export, holds, ledger_audit, tenants
 from parcelvault.services.vault import Vault, build
 from tests.conftest import Canaries, bearer, make_vault
 from tests.integration.subject_helpers import give
+from tests.races import Meanwhile, after_first_call
 
 
 def _ship(client: TestClient, key: str, canaries: Canaries, *, delivered: bool = True) -> str:
@@ -267,29 +267,17 @@ def test_a_hold_placed_by_another_process_during_an_erasure_waits_until_the_eras
     number = _ship(any_client, any_shop_key, canaries)
     subject = _subject(any_vault, canaries)
     other_process = build(any_vault.settings)  # its own write turn, as `holds place` has
-    checked = erasure.active_holds_of_subject
-    hold_placed = threading.Event()
-    placed_during_the_erasure: list[bool] = []
-
-    def hold_placed_right_after_the_check(connection: Any, subject_id: str) -> Any:
-        found = checked(connection, subject_id)
-        place = threading.Thread(
-            target=lambda: (
-                holds.place(
-                    vault=other_process, raw_number=number, case_ref="CLAIM-77", placed_by="legal"
-                ),
-                hold_placed.set(),
-            )
+    hold = Meanwhile(
+        lambda: holds.place(
+            vault=other_process, raw_number=number, case_ref="CLAIM-77", placed_by="legal"
         )
-        place.start()
-        placed_during_the_erasure.append(hold_placed.wait(0.5))
-        return found
-
-    monkeypatch.setattr(erasure, "active_holds_of_subject", hold_placed_right_after_the_check)
+    )
+    after_first_call(monkeypatch, erasure, "active_holds_of_subject", hold)
     erasure.erase_subject(vault=any_vault, subject_id=subject, requested_by="subject")
-    assert hold_placed.wait(15)
+    hold.join()
     other_process.engine.dispose()
-    assert placed_during_the_erasure == [False]
+    assert isinstance(hold.outcome[0], holds.Hold)
+    assert hold.still_waiting == [True]
 
 
 def test_erasing_an_unknown_or_already_erased_subject_is_not_found(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from parcelvault.services.vault import Vault, build
 from parcelvault.settings import Settings
 from tests.conftest import Canaries, bearer, shipment_payload
 from tests.mailbox import Mailbox, running_mailbox
+from tests.races import Meanwhile, after_first_call
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
@@ -192,36 +192,13 @@ def test_two_workers_trying_codes_at_once_after_the_fourth_wrong_one_get_one_com
 ) -> None:
     token, _, wrong = world.wrong_tries("race@example.org", 4)
     other_worker = build(world.vault.settings, clock=world.clock)  # its own write turn
-    code_hash = subject_access._code_hash
-    compared: list[bool] = []
-    first_comparing = threading.Event()
-    second_done = threading.Event()
-
-    def pausing_in_the_first_comparison(key: bytes, challenge_id: bytes, code: str) -> bytes:
-        compared.append(True)
-        if len(compared) == 1:
-            first_comparing.set()
-            second_done.wait(0.5)  # the other worker's try runs now, unless it must wait
-        return code_hash(key, challenge_id, code)
-
-    monkeypatch.setattr(subject_access, "_code_hash", pausing_in_the_first_comparison)
-
-    def attempt(vault: Vault, done: threading.Event | None = None) -> None:
-        try:
-            with pytest.raises(CodeRejected):
-                subject_access.confirm(vault=vault, token=token, code=wrong)
-        finally:
-            if done is not None:
-                done.set()
-
-    first = threading.Thread(target=attempt, args=(world.vault,))
-    first.start()
-    assert first_comparing.wait(5)
-    second = threading.Thread(target=attempt, args=(other_worker, second_done))
-    second.start()
-    first.join(15)
-    second.join(15)
+    second = Meanwhile(lambda: subject_access.confirm(vault=other_worker, token=token, code=wrong))
+    compared = after_first_call(monkeypatch, subject_access, "_code_hash", second)
+    with pytest.raises(CodeRejected):
+        subject_access.confirm(vault=world.vault, token=token, code=wrong)
+    second.join()
     other_worker.engine.dispose()
+    assert isinstance(second.outcome[0], CodeRejected)
     assert len(compared) == 1
     [challenge] = world.challenges()
     assert challenge.attempts == 5
@@ -256,34 +233,21 @@ def test_two_workers_asked_for_the_last_code_of_the_hour_at_once_send_one(
     for n in range(2):
         world.request("last@example.org", client=f"192.0.2.{n}")
     other_worker = build(world.vault.settings, clock=world.clock)  # its own write turn
-    counted = subject_access._codes_since
-    other_done = threading.Event()
-    done_during_the_count: list[bool] = []
-
-    def other_request_right_after_the_count(connection: Any, subject_id: str, since: Any) -> int:
-        codes = counted(connection, subject_id, since)
-        if not done_during_the_count:
-            done_during_the_count.append(False)
-            threading.Thread(
-                target=lambda: (
-                    subject_access.request_code(
-                        vault=other_worker,
-                        mailer=world.mailer,
-                        limiter=world.limiter,
-                        email="last@example.org",
-                        client="192.0.2.9",
-                    ),
-                    other_done.set(),
-                )
-            ).start()
-            done_during_the_count[0] = other_done.wait(0.5)
-        return codes
-
-    monkeypatch.setattr(subject_access, "_codes_since", other_request_right_after_the_count)
+    other = Meanwhile(
+        lambda: subject_access.request_code(
+            vault=other_worker,
+            mailer=world.mailer,
+            limiter=world.limiter,
+            email="last@example.org",
+            client="192.0.2.9",
+        )
+    )
+    after_first_call(monkeypatch, subject_access, "_codes_since", other)
     world.request("last@example.org", client="192.0.2.8")
-    assert other_done.wait(15)
+    other.join()
     other_worker.engine.dispose()
-    assert done_during_the_count == [False]
+    assert other.still_waiting == [True]
+    assert isinstance(other.outcome[0], str)
     assert len(world.challenges()) == 3
 
 
